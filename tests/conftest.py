@@ -89,3 +89,47 @@ def make_settings(database_url: str, kvca_base_url: str, **overrides: Any) -> Se
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def simulator() -> Iterator[Any]:
+    """The KVCA simulator on loopback: category 303, one course of 89 learners (Step 1's example)."""
+    from enrolment_sync.kvca.simulator import RunningSimulator, SimulatorConfig
+
+    with RunningSimulator(SimulatorConfig(courses=1, users=89)) as sim:
+        yield sim
+
+
+@pytest.fixture
+def settings(database_url: str, simulator: Any) -> Settings:
+    return make_settings(database_url, simulator.base_url)
+
+
+class Worker:
+    """The worker app served over real HTTP on loopback."""
+
+    def __init__(self, settings: Settings, database_url: str, **app_kwargs: Any) -> None:
+        from enrolment_sync.api import create_app
+        from enrolment_sync.runtime import ThreadedServer
+
+        self.server = ThreadedServer(create_app(settings, database_url=database_url, **app_kwargs))
+
+    def __enter__(self) -> Worker:
+        self.server.__enter__()
+        self.base_url = self.server.base_url
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.__exit__(*exc)
+
+    def sync(self, body: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        import httpx
+
+        payload = body if body is not None else {"category_id": 303, "trigger_type": "SCHEDULER"}
+        return httpx.post(f"{self.base_url}/jobs/enrolment-sync", json=payload, timeout=120, **kwargs)
+
+
+@pytest.fixture
+def worker(settings: Settings, database_url: str) -> Iterator[Worker]:
+    with Worker(settings, database_url) as w:
+        yield w

@@ -17,6 +17,8 @@ from rich.table import Table
 from . import db
 from .config import Settings, get_settings
 from .errors import EnrolmentSyncError
+from .keymigration import migrate_keys_command
+from .outbox.cli import outbox_app
 from .runtime import configure_logging, prepare_database
 
 app = typer.Typer(
@@ -26,6 +28,8 @@ app = typer.Typer(
 )
 alerts_app = typer.Typer(help="Look at and resolve alerts.", no_args_is_help=True)
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(outbox_app, name="outbox")
+app.command("migrate-keys")(migrate_keys_command)
 
 console = Console()
 err_console = Console(stderr=True)

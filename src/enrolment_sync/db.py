@@ -79,15 +79,20 @@ def resolve_url(settings: Settings) -> tuple[str, bool]:
 
 @cache
 def queries() -> dict[str, str]:
-    """Every named query of `sql/queries.sql`, loaded once."""
-    text = resources.files("enrolment_sync").joinpath("sql/queries.sql").read_text("utf-8")
-    chunks = _QUERY_HEADER.split(text)
+    """Every named query of the `sql/*.sql` files (not migrations, not ops), loaded once."""
+    folder = resources.files("enrolment_sync").joinpath("sql")
     named: dict[str, str] = {}
-    for name, body in zip(chunks[1::2], chunks[2::2], strict=True):
-        lines = [ln for ln in body.strip().splitlines()]
-        if lines and lines[0].startswith("--"):
-            lines = lines[1:]  # the one-line description
-        named[name] = "\n".join(lines).strip()
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".sql"):
+            continue
+        chunks = _QUERY_HEADER.split(entry.read_text("utf-8"))
+        for name, body in zip(chunks[1::2], chunks[2::2], strict=True):
+            if name in named:
+                raise RuntimeError(f"query {name!r} is defined twice (second time in {entry.name})")
+            lines = body.strip().splitlines()
+            if lines and lines[0].startswith("--"):
+                lines = lines[1:]  # the one-line description
+            named[name] = "\n".join(lines).strip()
     return named
 
 

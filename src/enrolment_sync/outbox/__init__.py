@@ -1,0 +1,1 @@
+"""Outbox consumers: sheet_outbox -> Google Sheet -> notification_outbox -> channels (Step 3)."""
