@@ -17,8 +17,7 @@ from http import HTTPStatus
 from typing import Any
 
 import httpx
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
-from tenacity.stop import stop_base
+from tenacity import AsyncRetrying, retry_if_exception_type
 
 from ..errors import UpstreamDataError, UpstreamError
 
@@ -81,21 +80,20 @@ def _parse_retry_after(value: str | None) -> float:
         return DEFAULT_RETRY_AFTER_S
 
 
-class _StopAfterFailures(stop_base):
-    """Stop after `retries` real failures; waits for 429 do not count (bounded separately)."""
+@dataclass
+class _Tally:
+    """What one call has been through: real failures (count against KVCA_RETRIES) and 429 waits (do not)."""
 
-    def __init__(self, retries: int) -> None:
-        self.retries = retries
+    failures: int = 0
+    rate_waits: int = 0
+    last: _Retryable | None = None
 
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        client_attempts = getattr(retry_state, "failures", 0)
-        rate_waits = getattr(retry_state, "rate_waits", 0)
-        if isinstance(exc, _Retryable) and exc.retry_after_s is not None:
-            retry_state.rate_waits = rate_waits + 1  # type: ignore[attr-defined]
-            return rate_waits + 1 > MAX_RATE_LIMIT_WAITS
-        retry_state.failures = client_attempts + 1  # type: ignore[attr-defined]
-        return client_attempts + 1 > self.retries
+    def note(self, exc: _Retryable) -> None:
+        self.last = exc
+        if exc.retry_after_s is not None:
+            self.rate_waits += 1
+        else:
+            self.failures += 1
 
 
 class KvcaClient:
@@ -228,12 +226,10 @@ class KvcaClient:
             self._token = str(token)
             return self._token
 
-    def _backoff(self, retry_state: RetryCallState) -> float:
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        if isinstance(exc, _Retryable) and exc.retry_after_s is not None:
-            return exc.retry_after_s
-        failures = getattr(retry_state, "failures", 1)
-        ceiling = min(self._backoff_max_s, self._backoff_base_s * 2 ** (failures - 1))
+    def _wait_s(self, tally: _Tally) -> float:
+        if tally.last is not None and tally.last.retry_after_s is not None:
+            return tally.last.retry_after_s
+        ceiling = min(self._backoff_max_s, self._backoff_base_s * 2 ** max(0, tally.failures - 1))
         return self._rng.uniform(ceiling / 2, ceiling)  # "equal jitter": never zero, never in lockstep
 
     async def _with_retries(
@@ -247,16 +243,21 @@ class KvcaClient:
         allow_404: bool = False,
     ) -> httpx.Response | None:
         attempts = 0
+        tally = _Tally()
 
         async def attempt() -> httpx.Response | None:
             nonlocal attempts
             attempts += 1
-            return await self._attempt(method, path, params, json_body, authed, allow_404, attempts)
+            try:
+                return await self._attempt(method, path, params, json_body, authed, allow_404, attempts)
+            except _Retryable as exc:
+                tally.note(exc)
+                raise
 
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(_Retryable),
-            stop=_StopAfterFailures(self._retries),
-            wait=self._backoff,
+            stop=lambda _state: tally.failures > self._retries or tally.rate_waits > MAX_RATE_LIMIT_WAITS,
+            wait=lambda _state: self._wait_s(tally),
             sleep=self._sleep,
             reraise=True,
         )
