@@ -1,0 +1,166 @@
+"""Whole processes: the demo a newcomer runs, and a worker killed with SIGKILL mid-run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from enrolment_sync.kvca.simulator import RunningSimulator, SimulatorConfig
+
+CLI = [sys.executable, "-m", "enrolment_sync.cli"]
+STEP1 = {"category_id": 303, "trigger_type": "SCHEDULER", "max_categories": 1, "max_users_per_course": 500}
+
+
+def wait_for(condition: Callable[[], Any], *, timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KVCA_", "DATABASE_URL", "WORKER_API"))}
+    env.update(extra)
+    return env
+
+
+class Served:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [*CLI, "serve", "--port", str(self.port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def healthy() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the worker exited with {self.proc.returncode}")
+            try:
+                return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, timeout_s=30, what="the worker to answer /healthz")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def slow_simulator() -> Iterator[Any]:
+    with RunningSimulator(SimulatorConfig(courses=3, users=89, latency_ms=80)) as sim:
+        yield sim
+
+
+def test_sigkill_mid_run_then_lease_expiry(database_url: str, slow_simulator: Any) -> None:
+    ttl_s = 5
+    env = _env(
+        DATABASE_URL=database_url,
+        KVCA_BASE_URL=slow_simulator.base_url,
+        KVCA_MAX_CONCURRENCY="2",
+        JOB_LOCK_TTL_SECONDS=str(ttl_s),
+        LOG_LEVEL="WARNING",
+    )
+    first = Served(env)
+    try:
+        threading.Thread(
+            target=lambda: _swallow(lambda: httpx.post(f"{first.url}/jobs/enrolment-sync", json=STEP1, timeout=60)),
+            daemon=True,
+        ).start()
+        with psycopg.connect(database_url, autocommit=True) as pg:
+
+            def mid_run() -> bool:
+                row = pg.execute(
+                    "select count(*) from source_record r join run_log l on l.status = 'RUNNING'"
+                ).fetchone()
+                return bool(row and row[0] > 0)
+
+            wait_for(mid_run, timeout_s=30, what="the first course to be stored while the run is RUNNING")
+            second = Served(env)  # started first, so the kill is followed at once by a request
+            first.proc.send_signal(signal.SIGKILL)
+            first.proc.wait(timeout=10)
+            dead_run = pg.execute("select id from run_log where status = 'RUNNING'").fetchone()
+            assert dead_run is not None
+            stored_before = pg.execute("select count(*) from source_record").fetchone()[0]
+
+            try:
+                blocked = httpx.post(f"{second.url}/jobs/enrolment-sync", json=STEP1, timeout=60)
+                assert blocked.status_code == 409, blocked.text
+                assert "job_lock active" in blocked.json()["error"]
+
+                def succeeded() -> httpx.Response | None:
+                    answer = httpx.post(f"{second.url}/jobs/enrolment-sync", json=STEP1, timeout=60)
+                    return answer if answer.status_code == 200 else None
+
+                ok = wait_for(succeeded, timeout_s=ttl_s * 10, what="a run to succeed after the lease expired")
+            finally:
+                second.stop()
+
+            dead = pg.execute(
+                "select status, error_group, error_message, finished_at from run_log where id = %s", (dead_run[0],)
+            ).fetchone()
+            assert dead[0] == "FAILED" and dead[1] == "UNKNOWN" and "abandoned" in dead[2] and dead[3] is not None
+            total = pg.execute("select count(*), count(distinct (source_type, source_id)) from source_record")
+            count, distinct = total.fetchone()
+            assert count == distinct == 3 * 89 * 2
+            assert ok.json()["summary"]["new_records"] == count - stored_before
+            assert pg.execute("select count(*) from run_log where status = 'RUNNING'").fetchone()[0] == 0
+            assert pg.execute("select count(*) from job_lock").fetchone()[0] == 0
+    finally:
+        first.stop()
+
+
+def _swallow(call: Callable[[], Any]) -> None:
+    try:
+        call()
+    except httpx.HTTPError:
+        pass  # the worker is killed under this request
+
+
+@pytest.mark.slow
+def test_demo_on_a_fresh_home() -> None:
+    home = Path(tempfile.mkdtemp(prefix="enrolment-sync-demo-"))
+    home.chmod(0o755)
+    try:
+        result = subprocess.run(
+            [*CLI, "demo"],
+            env=_env(ENROLMENT_SYNC_HOME=str(home), COLUMNS="200"),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        out = result.stdout
+        assert out.count('"source_records_upserted": 178') == 2
+        assert '"new_records": 178' in out and '"changed_records": 1' in out and '"created_alerts": 1' in out
+        assert "3-1." in out and "SUCCESS" in out
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
