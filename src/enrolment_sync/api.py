@@ -182,4 +182,3 @@ def create_app(
 
 class _Unauthorized(Exception):
     pass
-

@@ -170,8 +170,9 @@ def test_vanished_learner_marked_not_deleted(worker: Worker, simulator: Any, pg:
     # back again: the mark is cleared
     simulator.state.add_enrolment(course_id, user_id)
     worker.sync(STEP1)
-    rows = pg.execute("select missing_since from source_record where user_id = %s and course_id = %s",
-                      (user_id, course_id)).fetchall()
+    rows = pg.execute(
+        "select missing_since from source_record where user_id = %s and course_id = %s", (user_id, course_id)
+    ).fetchall()
     assert all(r["missing_since"] is None for r in rows)
 
 

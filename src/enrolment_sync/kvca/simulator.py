@@ -39,10 +39,20 @@ Request pipeline for every ``/api/v1`` call: count it in the stats and in ``in_f
 ``max_in_flight`` is set and that many requests are already in flight, a data request (not the token
 call) answers 429 with ``Retry-After: 1`` right away (it is still counted in ``in_flight`` while it is
 answered, so ``max_in_flight`` in the stats shows what the client attempted); otherwise the first
-queued fault matching the path is consumed, the latency is slept, and the fault (or, for a timeout
+queued fault matching the path (plus ``?query``) is consumed, the latency is slept, and the fault (or, for a timeout
 fault, a hang of ``hang_s`` seconds followed by the normal answer) replaces the real answer.  A hang
 ends early when the client disconnects or the server shuts down.  Then the bearer token is checked
 (not for the token call) and the real handler answers.
+
+Control endpoints (JSON, no auth, no latency): ``POST /_control/enrolments/{update,add,remove,
+remove-detail-only}``, ``POST /_control/faults`` / ``DELETE /_control/faults``, ``POST
+/_control/latency``, ``POST /_control/tokens/expire``, ``POST /_control/credentials``, ``GET
+/_control/stats``, ``POST /_control/stats/reset``, ``POST /_control/reset``; extras beyond the brief:
+``POST /_control/enrolments/update-detail`` (change detail fields), ``POST /_control/rate-limit``
+(``{"max_in_flight": int|null}``) and ``GET /_control/faults`` (pending faults).  Control errors:
+404 ``not_found`` (unknown course/learner), 409 ``conflict`` (add of an enrolled learner), 400
+``bad_request``.  ``/_control/reset`` also restores latency, rate limit and credentials from the
+config; issued tokens stay valid.
 
 Paging: ``per_page`` defaults to 100 and is clamped to 1..100, ``page`` below 1 is treated as 1;
 ``total_pages`` is at least 1 (an empty list is one empty page); a page past the end has no items.
