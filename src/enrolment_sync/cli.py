@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 import sys
@@ -19,7 +18,7 @@ from .config import Settings, get_settings
 from .errors import EnrolmentSyncError
 from .keymigration import migrate_keys_command
 from .outbox.cli import outbox_app
-from .runtime import configure_logging, prepare_database
+from .runtime import configure_logging, prepare_database, run_async
 
 app = typer.Typer(
     help="Mirror KVCA enrolments into Postgres, with alerts and outbox workers.",
@@ -147,7 +146,7 @@ def sync(
             await database.close()
 
     try:
-        body = asyncio.run(go())
+        body = run_async(go())
     except EnrolmentSyncError as exc:
         raise _fail(exc) from exc
     body.pop("http_status")
@@ -256,7 +255,7 @@ def alerts_resolve(
         finally:
             await database.close()
 
-    row = asyncio.run(go())
+    row = run_async(go())
     if row is not None:
         console.print(f"resolved alert {row['id']} ({row['alert_type']} {row['severity']} {row['source_id']})")
 
@@ -278,7 +277,7 @@ def check() -> None:
         finally:
             await database.close()
 
-    stale = asyncio.run(go())
+    stale = run_async(go())
     if not stale:
         console.print(f"every category synced within the last {settings.stale_after_hours:g} h")
         return

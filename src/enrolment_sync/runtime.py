@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import threading
 import time
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import psycopg
 import structlog
@@ -16,6 +18,8 @@ from psycopg import conninfo as pg_conninfo
 from . import db
 from .config import Settings
 from .errors import ConfigError
+
+T = TypeVar("T")
 
 
 class _StderrLogger:
@@ -43,6 +47,15 @@ def configure_logging(level: str = "INFO") -> None:
         logger_factory=lambda *_args: _StderrLogger(),
         cache_logger_on_first_use=False,
     )
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, on uvloop where it is installed (it comes with uvicorn[standard]; not on Windows)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 def prepare_database(settings: Settings, *, migrate_real: bool = False) -> str:

@@ -17,9 +17,9 @@ from http import HTTPStatus
 from typing import Any
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception_type
 
 from ..errors import UpstreamDataError, UpstreamError
+from .transport import AiohttpTransport
 
 RETRYABLE_STATUS = frozenset({409, 500, 502, 503, 504})
 MAX_BODY_IN_MESSAGE = 300
@@ -27,6 +27,10 @@ MAX_RATE_LIMIT_WAITS = 30
 DEFAULT_RETRY_AFTER_S = 1.0
 
 Sleep = Callable[[float], Awaitable[None]]
+
+
+# Retries are a plain loop (`_with_retries`) rather than tenacity: a 429 must wait as told without using
+# up KVCA_RETRIES, and the first attempt, which nearly always succeeds, must cost nothing extra.
 
 
 class _Retryable(Exception):
@@ -88,6 +92,10 @@ class _Tally:
     rate_waits: int = 0
     last: _Retryable | None = None
 
+    @property
+    def attempts(self) -> int:
+        return self.failures + self.rate_waits
+
     def note(self, exc: _Retryable) -> None:
         self.last = exc
         if exc.retry_after_s is not None:
@@ -128,12 +136,10 @@ class KvcaClient:
         self._token_lock = asyncio.Lock()
         self._paused_until = 0.0
         self.stats = ClientStats()
-        limits = httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency)
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             timeout=httpx.Timeout(timeout_s),
-            limits=limits,
-            transport=transport,
+            transport=transport or AiohttpTransport(max_connections=max_concurrency),
             headers={"Accept": "application/json"},
         )
         self._timeout_s = timeout_s
@@ -242,36 +248,22 @@ class KvcaClient:
         authed: bool,
         allow_404: bool = False,
     ) -> httpx.Response | None:
-        attempts = 0
         tally = _Tally()
-
-        async def attempt() -> httpx.Response | None:
-            nonlocal attempts
-            attempts += 1
+        while True:
             try:
-                return await self._attempt(method, path, params, json_body, authed, allow_404, attempts)
+                return await self._attempt(method, path, params, json_body, authed, allow_404, tally.attempts + 1)
             except _Retryable as exc:
                 tally.note(exc)
-                raise
-
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(_Retryable),
-            stop=lambda _state: tally.failures > self._retries or tally.rate_waits > MAX_RATE_LIMIT_WAITS,
-            wait=lambda _state: self._wait_s(tally),
-            sleep=self._sleep,
-            reraise=True,
-        )
-        try:
-            return await retrying(attempt)
-        except _Retryable as exc:
-            final = exc.final
-            if attempts > 1 and " attempts" not in str(final):
-                final = UpstreamError(
-                    f"{final} (gave up after {attempts} attempts)",
-                    status_code=final.status_code,
-                    timeout=final.timeout,
-                )
-            raise final from None
+                if tally.failures > self._retries or tally.rate_waits > MAX_RATE_LIMIT_WAITS:
+                    final = exc.final
+                    if tally.attempts > 1 and " attempts" not in str(final):
+                        final = UpstreamError(
+                            f"{final} (gave up after {tally.attempts} attempts)",
+                            status_code=final.status_code,
+                            timeout=final.timeout,
+                        )
+                    raise final from None
+                await self._sleep(self._wait_s(tally))
 
     async def _attempt(
         self,
