@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import platformdirs
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 JOB_NAME = "enrolment_sync"
 DEFAULT_KVCA_BASE_URL = "http://127.0.0.1:18081"
+DEMO_CLIENT_SECRET = "demo-secret"  # the simulator's; refused for any upstream beyond loopback
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def _default_home() -> Path:
@@ -30,7 +33,7 @@ class Settings(BaseSettings):
 
     kvca_base_url: str = DEFAULT_KVCA_BASE_URL
     kvca_client_id: str = "demo-client"
-    kvca_client_secret: SecretStr = SecretStr("demo-secret")
+    kvca_client_secret: SecretStr = SecretStr(DEMO_CLIENT_SECRET)
     kvca_timeout_seconds: float = Field(default=10.0, gt=0)
     kvca_max_concurrency: int = Field(default=8, ge=1, le=256)
     kvca_retries: int = Field(default=3, ge=0, le=20)
@@ -55,6 +58,15 @@ class Settings(BaseSettings):
     sheets_writes_per_minute: int = Field(default=60, ge=1)
     notify_urls: str = ""
     notify_urls_high: str = ""
+    google_sheets_api_url: str | None = Field(
+        default=None,
+        description="Send Sheets API calls here instead of https://sheets.googleapis.com (the fake, on loopback).",
+    )
+    sheets_reads_per_minute: int = Field(default=60, ge=1)
+    outbox_sheet_batch_size: int = Field(default=500, ge=1, le=5000)
+    outbox_notify_batch_size: int = Field(default=20, ge=1, le=500)
+    outbox_digest_max_wait_seconds: float = Field(default=900, ge=0)
+    outbox_alert_lookback_hours: float = Field(default=24, gt=0)
 
     @field_validator("log_level")
     @classmethod
@@ -63,6 +75,17 @@ class Settings(BaseSettings):
         if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         return value
+
+    @model_validator(mode="after")
+    def _no_demo_credentials_beyond_loopback(self) -> Settings:
+        host = urlsplit(self.kvca_base_url).hostname or ""
+        demo = self.kvca_client_secret.get_secret_value() == DEMO_CLIENT_SECRET
+        if demo and host not in LOOPBACK_HOSTS:
+            raise ValueError(
+                f"KVCA_BASE_URL points at {host}, but KVCA_CLIENT_SECRET is the simulator's demo value: "
+                "set KVCA_CLIENT_ID and KVCA_CLIENT_SECRET"
+            )
+        return self
 
     @property
     def lock_ttl_s(self) -> float:

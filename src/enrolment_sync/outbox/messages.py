@@ -1,0 +1,89 @@
+"""Korean message templates of the notifications (pure: facts in, title and body out)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+TITLE_PREFIX = "[enrolment-sync]"
+MAX_ALERT_LINES = 20
+SEVERITY_KO = {"high": "높음", "medium": "보통", "low": "낮음"}
+QUEUE_KO = {"sheet_outbox": "시트 반영", "notification_outbox": "알림 발송"}
+
+
+@dataclass(frozen=True)
+class Message:
+    title: str
+    body: str
+    notify_type: str = "info"  # Apprise: info | success | warning | failure
+
+
+def change_digest(
+    *,
+    run_id: int,
+    category_id: int,
+    facts: Mapping[str, Any],
+    alerts: Sequence[Mapping[str, Any]],
+    alert_total: int,
+    sheet_location: str,
+) -> Message:
+    """One digest per run and category: counts by change type, then the CHANGED alerts' lines."""
+    new, changed = int(facts.get("new_count") or 0), int(facts.get("changed_count") or 0)
+    lines = [
+        f"기수(category) {category_id} · 실행 #{run_id} 변경 요약",
+        f"- 신규 수강: {new}명",
+        f"- 변경: {changed}명",
+        f"- 시트 반영 완료: {int(facts.get('written_count') or 0)}행 ({sheet_location})",
+    ]
+    if facts.get("open_count"):
+        lines.append(f"- 시트 반영 대기 중: {facts['open_count']}행")
+    if facts.get("dead_count"):
+        lines.append(f"- 시트 반영 실패(dead): {facts['dead_count']}행 — 운영 확인 필요")
+    if alerts:
+        lines.append("")
+        lines.append(f"수강 상태 변경 알림 {alert_total}건:")
+        lines += [f"• {a['message']}" for a in alerts[:MAX_ALERT_LINES]]
+        if alert_total > len(alerts[:MAX_ALERT_LINES]):
+            lines.append(f"… 외 {alert_total - len(alerts[:MAX_ALERT_LINES])}건")
+    has_high = any(a.get("severity") == "high" for a in alerts)
+    title = f"{TITLE_PREFIX} {category_id} 기수 수강 변경 요약: 신규 {new} · 변경 {changed}"
+    return Message(title, "\n".join(lines), "warning" if has_high else "info")
+
+
+def failed_alert(alert: Mapping[str, Any]) -> Message:
+    """One message per high-severity FAILED alert (Step 2)."""
+    detail = alert.get("detail") or {}
+    group = detail.get("error_group", "?")
+    lines = [
+        f"동기화 실패 · 등급 {SEVERITY_KO.get(str(alert.get('severity')), alert.get('severity'))}",
+        f"- 실패 유형: {group}",
+        f"- 실행(run_id): {detail.get('run_id', alert.get('run_id'))}",
+        f"- HTTP 상태: {detail.get('http_status_code') or '-'}",
+        f"- 알림 id: {alert.get('id')} (source_id {alert.get('source_id')})",
+        f"- 오류 원문: {str(detail.get('error_message') or alert.get('message'))[:500]}",
+        "",
+        "조치: run_log 최근 실패(4-1)와 실패 알림(4-2)을 확인한 뒤 trigger_type = RETRY 로 재실행하세요.",
+    ]
+    return Message(f"{TITLE_PREFIX} 동기화 실패 [{group}]", "\n".join(lines), "failure")
+
+
+def dead_letter(payload: Mapping[str, Any]) -> Message:
+    """One message per dead-letter alert: which queue, how many messages, the last error."""
+    queue = str(payload.get("queue", "?"))
+    ids = payload.get("message_ids") or []
+    lines = [
+        f"{QUEUE_KO.get(queue, queue)} 메시지가 {payload.get('max_attempts')}회 시도 후 보류(dead) 처리되었습니다.",
+        f"- 큐: {queue} ({payload.get('what', '')})",
+        f"- 메시지 수: {payload.get('count', len(ids))}건 (id: {', '.join(str(i) for i in ids[:10])}"
+        + (" …" if len(ids) > 10 else "")
+        + ")",
+        f"- 마지막 오류: {str(payload.get('last_error') or '-')[:500]}",
+        f"- 알림 id: {payload.get('alert_id')}",
+        "",
+        "조치: 원인을 해결한 뒤 해당 행의 status 를 'PENDING', attempts 를 0 으로 되돌리면 다시 처리됩니다 "
+        "(docs/outbox.md 참고).",
+    ]
+    return Message(
+        f"{TITLE_PREFIX} 메시지 보류(dead letter): {QUEUE_KO.get(queue, queue)}", "\n".join(lines), "failure"
+    )

@@ -1,0 +1,418 @@
+"""The two consumers and the loop that runs them.
+
+Sheet consumer: claim a batch of sheet_outbox messages -> one row per enrolment -> write the batch (a few
+API calls) -> mark done and queue one change digest per (run, category). Notification consumer: queue high
+FAILED alerts -> claim notifications -> render (Korean) -> deliver to each channel not yet reached -> done,
+or retry with backoff, or park as dead with a DEAD_LETTER alert and a DEAD_MESSAGE notification.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import structlog
+
+from .. import db
+from ..config import Settings
+from ..errors import DatabaseError, EnrolmentSyncError
+from . import messages
+from .channels import AppriseChannels, Channels, redacted
+from .policy import channel_id, channels_for, retry_decision, sheet_row, split_urls
+from .sheets import DatabaseQuota, Interrupted, SheetTarget, make_target
+from .store import Notification, OutboxStore, Retry, SheetMessage
+
+log = structlog.get_logger(__name__)
+
+Only = Literal["sheet", "notify"]
+MAX_DIGEST_ALERT_LINES = messages.MAX_ALERT_LINES
+DEAD_IDS_LISTED = 50
+
+
+def new_consumer_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class LeaseLost(EnrolmentSyncError):
+    """Our lease on a batch expired and another consumer took it over: stop writing it."""
+
+
+@dataclass
+class Counters:
+    sheet_done: int = 0
+    sheet_retried: int = 0
+    sheet_dead: int = 0
+    sheet_batches: int = 0
+    rows_updated: int = 0
+    rows_appended: int = 0
+    digests_queued: int = 0
+    failed_alerts_queued: int = 0
+    notifications_sent: int = 0
+    notifications_retried: int = 0
+    notifications_dead: int = 0
+    notifications_deferred: int = 0
+    dead_letter_alerts: int = 0
+    released: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class DeadLetters:
+    """Parking messages as dead: a DEAD_LETTER alert (cooldown applies) and, once per alert, a notification."""
+
+    def __init__(self, store: OutboxStore, settings: Settings, counters: Counters) -> None:
+        self.store = store
+        self.settings = settings
+        self.counters = counters
+
+    def park(self, queue: str, what: str, ids: Sequence[int], last_error: str, *, notify: bool = True) -> None:
+        if not ids:
+            return
+        detail = {
+            "queue": queue,
+            "what": what,
+            "message_ids": list(ids)[:DEAD_IDS_LISTED],
+            "count": len(ids),
+            "max_attempts": self.settings.outbox_max_attempts,
+            "last_error": last_error[:1000],
+        }
+        spec = {
+            "source_type": queue,
+            "source_id": f"{queue}:{what}",
+            "severity": "high",
+            "message": f"메시지 보류(dead letter) {queue} {what}: {len(ids)}건, 마지막 오류: {last_error[:200]}",
+            "detail": detail,
+        }
+        alert_id, created = self.store.raise_dead_letter(spec, cooldown_s=self.settings.cooldown_s)
+        self.counters.dead_letter_alerts += int(created)
+        log.error("messages parked as dead", queue=queue, what=what, ids=list(ids)[:10], alert_id=alert_id)
+        if created and notify:
+            self.store.enqueue_notification(
+                kind="DEAD_MESSAGE",
+                dedupe_key=f"dead-letter:{alert_id}",
+                severity="high",
+                alert_id=alert_id,
+                payload={**detail, "alert_id": alert_id},
+            )
+
+
+class SheetConsumer:
+    def __init__(
+        self,
+        store: OutboxStore,
+        target: SheetTarget,
+        settings: Settings,
+        *,
+        batch: int,
+        stop: threading.Event,
+        counters: Counters,
+    ) -> None:
+        self.store = store
+        self.target = target
+        self.settings = settings
+        self.batch = batch
+        self.stop = stop
+        self.counters = counters
+        self.dead = DeadLetters(store, settings, counters)
+
+    def step(self) -> int:
+        """Process one batch; returns how many messages it handled (0: nothing was ready)."""
+        max_attempts = self.settings.outbox_max_attempts
+        expired = self.store.park_expired_sheet(max_attempts=max_attempts)
+        for category_id, group in _group(expired, "category_id").items():
+            self.dead.park("sheet_outbox", f"category {category_id}", [r["id"] for r in group], group[-1]["last_error"])
+            self.counters.sheet_dead += len(group)
+        claimed = self.store.claim_sheet(batch=self.batch, max_attempts=max_attempts)
+        if not claimed:
+            return len(expired)
+        ids = [m.id for m in claimed]
+        synced_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        rows: dict[int, dict[str, list[Any]]] = defaultdict(dict)
+        for m in claimed:  # one message per learner per batch (the claim keeps a learner's messages in order)
+            rows[m.category_id][m.source_id] = sheet_row(m.source_id, m.payload, synced_at=synced_at)
+        try:
+            report = self.target.write(rows, guard=lambda: self._guard(ids))
+        except Interrupted as exc:
+            self.store.sheet_release(ids)
+            self.counters.released += len(ids)
+            log.info("sheet batch given back", messages=len(ids), reason=str(exc))
+            return len(ids)
+        except LeaseLost as exc:
+            log.warning("sheet batch abandoned", messages=len(ids), reason=str(exc))
+            return len(ids)
+        except Exception as exc:  # every failure is an attempt; a poison batch ends dead, not in a loop
+            self._failed(claimed, f"{type(exc).__name__}: {exc}")
+            return len(ids)
+        done, digests = self.store.sheet_done(ids)
+        self.counters.sheet_batches += 1
+        self.counters.sheet_done += len(done)
+        self.counters.rows_updated += report.updated
+        self.counters.rows_appended += report.appended
+        self.counters.digests_queued += digests
+        if report.duplicate_keys:
+            log.warning("sheet holds a key twice; every copy was updated", keys=report.duplicate_keys[:10])
+        log.info(
+            "sheet batch written",
+            messages=len(ids),
+            done=len(done),
+            updated=report.updated,
+            appended=report.appended,
+            digests_queued=digests,
+        )
+        return len(ids)
+
+    def _guard(self, ids: list[int]) -> None:
+        still = self.store.renew_sheet(ids)
+        if len(still) != len(ids):
+            raise LeaseLost(f"{len(ids) - len(still)} of {len(ids)} messages were taken over after our lease expired")
+
+    def _failed(self, claimed: list[SheetMessage], error: str) -> None:
+        s = self.settings
+        decisions = [
+            (
+                m,
+                retry_decision(
+                    m.attempts,
+                    max_attempts=s.outbox_max_attempts,
+                    base_s=s.outbox_backoff_base_seconds,
+                    max_s=s.outbox_backoff_max_seconds,
+                ),
+            )
+            for m in claimed
+        ]
+        rows = self.store.sheet_retry([Retry(m.id, d.delay_s, d.dead) for m, d in decisions], error)
+        dead = [r for r in rows if r["status"] == "DEAD"]
+        self.counters.sheet_retried += len(rows) - len(dead)
+        self.counters.sheet_dead += len(dead)
+        log.warning("sheet batch failed", messages=len(claimed), dead=len(dead), error=error[:300])
+        for category_id, group in _group(dead, "category_id").items():
+            self.dead.park("sheet_outbox", f"category {category_id}", [r["id"] for r in group], error)
+
+
+@dataclass(frozen=True)
+class Defer:
+    delay_s: float
+
+
+class NotifyConsumer:
+    def __init__(
+        self,
+        store: OutboxStore,
+        channels: Channels,
+        settings: Settings,
+        *,
+        batch: int,
+        stop: threading.Event,
+        counters: Counters,
+        sheet_location: str,
+    ) -> None:
+        self.store = store
+        self.channels = channels
+        self.settings = settings
+        self.batch = batch
+        self.stop = stop
+        self.counters = counters
+        self.sheet_location = sheet_location
+        self.urls = split_urls(settings.notify_urls)
+        self.urls_high = split_urls(settings.notify_urls_high)
+        self.dead = DeadLetters(store, settings, counters)
+
+    def step(self) -> int:
+        max_attempts = self.settings.outbox_max_attempts
+        queued = self.store.enqueue_failed_alerts(lookback_s=self.settings.outbox_alert_lookback_hours * 3600)
+        self.counters.failed_alerts_queued += queued
+        handled = 0
+        for row in self.store.park_expired_notifications(max_attempts=max_attempts):
+            self.counters.notifications_dead += 1
+            kind = row["kind"]
+            self.dead.park(
+                "notification_outbox", kind, [row["id"]], row["last_error"] or "", notify=kind != "DEAD_MESSAGE"
+            )
+            handled += 1
+        claimed = self.store.claim_notifications(batch=self.batch, max_attempts=max_attempts)
+        for number, note in enumerate(claimed):
+            if self.stop.is_set():
+                rest = [n.id for n in claimed[number:]]
+                self.store.notification_defer(rest, delay_s=0)
+                self.counters.released += len(rest)
+                break
+            self._one(note)
+            handled += 1
+        return handled
+
+    def _render(self, note: Notification) -> messages.Message | Defer:
+        if note.kind == "CHANGE_DIGEST":
+            assert note.run_id is not None and note.category_id is not None
+            facts = self.store.digest_facts(note.run_id, note.category_id)
+            waiting = facts.get("run_status") == "RUNNING" or int(facts.get("open_count") or 0) > 0
+            age_s = (dt.datetime.now(dt.UTC) - note.created_at).total_seconds()
+            if waiting and age_s < self.settings.outbox_digest_max_wait_seconds:
+                return Defer(self.settings.outbox_poll_interval_seconds)
+            alerts = self.store.digest_alerts(note.run_id, note.category_id, limit=MAX_DIGEST_ALERT_LINES + 1)
+            total = len(alerts)
+            if total > MAX_DIGEST_ALERT_LINES:
+                total = len(self.store.digest_alerts(note.run_id, note.category_id, limit=100_000))
+            return messages.change_digest(
+                run_id=note.run_id,
+                category_id=note.category_id,
+                facts=facts,
+                alerts=alerts,
+                alert_total=total,
+                sheet_location=self.sheet_location,
+            )
+        if note.kind in ("FAILED_ALERT", "STALE_ALERT"):
+            alert = self.store.alert(note.alert_id) if note.alert_id is not None else None
+            if alert is None:
+                raise LookupError(f"alert {note.alert_id} no longer exists")
+            return messages.failed_alert(alert)
+        if note.kind == "DEAD_MESSAGE":
+            return messages.dead_letter(note.payload)
+        raise ValueError(f"unknown notification kind {note.kind!r}")
+
+    def _one(self, note: Notification) -> None:
+        delivered = list(note.delivered_to)
+        try:
+            rendered = self._render(note)
+        except DatabaseError:
+            raise
+        except Exception as exc:
+            self._failed(note, delivered, f"cannot render: {type(exc).__name__}: {exc}")
+            return
+        if isinstance(rendered, Defer):
+            self.store.notification_defer([note.id], delay_s=rendered.delay_s)
+            self.counters.notifications_deferred += 1
+            return
+        targets = channels_for(note.severity, urls=self.urls, urls_high=self.urls_high)
+        if not targets:
+            log.info("notification (no channel configured)", kind=note.kind, title=rendered.title, body=rendered.body)
+        failed: list[str] = []
+        for url in targets:
+            if channel_id(url) in delivered:
+                continue
+            if self.channels.send(url, rendered):
+                delivered.append(channel_id(url))
+            else:
+                failed.append(redacted(url))
+        if failed:
+            self._failed(note, delivered, f"delivery failed on {', '.join(failed)}")
+            return
+        self.store.notification_done(note.id, delivered)
+        self.counters.notifications_sent += 1
+        log.info("notification delivered", id=note.id, kind=note.kind, channels=len(delivered))
+
+    def _failed(self, note: Notification, delivered: list[str], error: str) -> None:
+        s = self.settings
+        decision = retry_decision(
+            note.attempts,
+            max_attempts=s.outbox_max_attempts,
+            base_s=s.outbox_backoff_base_seconds,
+            max_s=s.outbox_backoff_max_seconds,
+        )
+        row = self.store.notification_retry(
+            note.id, retry=Retry(note.id, decision.delay_s, decision.dead), delivered_to=delivered, error=error
+        )
+        if row is None:
+            return
+        if decision.dead:
+            self.counters.notifications_dead += 1
+            self.dead.park("notification_outbox", note.kind, [note.id], error, notify=note.kind != "DEAD_MESSAGE")
+        else:
+            self.counters.notifications_retried += 1
+            log.warning("notification failed, will retry", id=note.id, attempts=note.attempts, error=error)
+
+
+def _group(rows: list[dict[str, Any]], key: str) -> dict[Any, list[dict[str, Any]]]:
+    groups: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[row[key]].append(row)
+    return dict(groups)
+
+
+@dataclass
+class Consumers:
+    store: OutboxStore
+    sheet: SheetConsumer | None
+    notify: NotifyConsumer | None
+    counters: Counters
+    target: SheetTarget | None
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def build(
+    settings: Settings,
+    database_url: str,
+    *,
+    only: Only | None = None,
+    batch: int | None = None,
+    stop: threading.Event,
+    consumer_id: str | None = None,
+    target: SheetTarget | None = None,
+    channels: Channels | None = None,
+) -> Consumers:
+    """Wire the consumers of one process (tests pass a target or channels of their own)."""
+    store = OutboxStore(
+        db.parse_target(database_url),
+        consumer_id=consumer_id or new_consumer_id(),
+        lease_s=settings.outbox_lease_seconds,
+    )
+    counters = Counters()
+    sheet = notify = None
+    if only in (None, "sheet") and target is None:
+        quota = DatabaseQuota(
+            lambda name, cap, rate: store.quota_take(name, capacity=cap, rate_per_s=rate),
+            store.quota_drain,
+            per_minute={"read": settings.sheets_reads_per_minute, "write": settings.sheets_writes_per_minute},
+            stop=stop,
+        )
+        target = make_target(settings, quota=quota, stop=stop)
+    if only in (None, "sheet"):
+        assert target is not None
+        sheet = SheetConsumer(
+            store, target, settings, batch=batch or settings.outbox_sheet_batch_size, stop=stop, counters=counters
+        )
+    if only in (None, "notify"):
+        if channels is None:
+            channels = AppriseChannels(split_urls(settings.notify_urls) + split_urls(settings.notify_urls_high))
+        location = target.location if target is not None else "Google Sheet / local workbook"
+        notify = NotifyConsumer(
+            store,
+            channels,
+            settings,
+            batch=batch or settings.outbox_notify_batch_size,
+            stop=stop,
+            counters=counters,
+            sheet_location=location,
+        )
+    return Consumers(store, sheet, notify, counters, target)
+
+
+def run(consumers: Consumers, settings: Settings, *, once: bool, stop: threading.Event) -> Counters:
+    """Poll until stopped (or, with `once`, until nothing is ready). Sheet first, so digests see their rows."""
+    while not stop.is_set():
+        handled = 0
+        try:
+            if consumers.sheet is not None:
+                handled += consumers.sheet.step()
+            if consumers.notify is not None and not stop.is_set():
+                handled += consumers.notify.step()
+        except DatabaseError as exc:
+            consumers.counters.errors.append(str(exc))
+            log.warning("database unavailable, will retry", error=str(exc))
+            consumers.store.close()
+            if once:
+                raise
+            stop.wait(settings.outbox_poll_interval_seconds)
+            continue
+        if handled == 0:
+            if once:
+                break
+            stop.wait(settings.outbox_poll_interval_seconds)
+    return consumers.counters

@@ -1,0 +1,199 @@
+"""Fixtures of the outbox tests: the fake Sheets API, a JSON webhook receiver, an SMTP server, helpers."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from enrolment_sync.config import Settings
+from enrolment_sync.outbox.fake_sheets import RunningFakeSheets
+from enrolment_sync.outbox.worker import Consumers, Counters, Only, build, run
+from tests.conftest import make_settings
+
+UNUSED_KVCA = "http://127.0.0.1:9"  # the outbox never calls upstream
+
+
+def wait_for(condition: Callable[[], Any], *, timeout_s: float = 20.0, what: str = "condition") -> Any:
+    """Poll `condition` until it is truthy (returned), or fail after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.02)
+
+
+class JsonReceiver:
+    """A loopback HTTP server taking Apprise json:// posts; can be told to answer 500."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.failing = False
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with receiver.lock:
+                    failing = receiver.failing
+                    if not failing:
+                        receiver.received.append({"path": self.path, **json.loads(body)})
+                self.send_response(500 if failing else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def url(self, path: str = "hook") -> str:
+        return f"json://127.0.0.1:{self.port}/{path}"
+
+    def messages(self, path: str | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            return [m for m in self.received if path is None or m["path"] == f"/{path}"]
+
+    def __enter__(self) -> JsonReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_sheets() -> Iterator[RunningFakeSheets]:
+    with RunningFakeSheets() as fake:
+        yield fake
+
+
+@pytest.fixture
+def receiver() -> Iterator[JsonReceiver]:
+    with JsonReceiver() as r:
+        yield r
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def outbox_settings(database_url: str, fake: RunningFakeSheets | None, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "outbox_backoff_base_seconds": 0.01,
+        "outbox_backoff_max_seconds": 0.05,
+        "outbox_poll_interval_seconds": 0.05,
+        "outbox_max_attempts": 3,
+        "outbox_lease_seconds": 30,
+        "sheets_writes_per_minute": 100_000,
+        "sheets_reads_per_minute": 100_000,
+    }
+    if fake is not None:
+        values |= {"google_sheet_id": fake.spreadsheet_id, "google_sheets_api_url": fake.base_url}
+    kvca_base_url = overrides.pop("kvca_base_url", UNUSED_KVCA)
+    values |= overrides
+    return make_settings(database_url, kvca_base_url, **values)
+
+
+def fast_google(consumers: Consumers) -> None:
+    """Backoff of the in-call API retries in milliseconds (tests)."""
+    target = consumers.target
+    if target is not None and hasattr(target, "backoff_base_s"):
+        target.backoff_base_s = 0.01  # type: ignore[attr-defined]
+        target.backoff_max_s = 0.05  # type: ignore[attr-defined]
+
+
+def drain(
+    settings: Settings, database_url: str, *, only: Only | None = None, batch: int | None = None, **kwargs: Any
+) -> Counters:
+    """Run the consumers in this thread until nothing is ready (`outbox run --once`)."""
+    stop = threading.Event()
+    consumers = build(settings, database_url, only=only, batch=batch, stop=stop, **kwargs)
+    fast_google(consumers)
+    try:
+        return run(consumers, settings, once=True, stop=stop)
+    finally:
+        consumers.close()
+
+
+def payload(
+    category_id: int, course_id: int, user_id: str, *, run_id: int = 1, change: str = "NEW", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "change": change,
+        "run_id": run_id,
+        "category_id": category_id,
+        "course_id": course_id,
+        "course_name": "투자심사 실무",
+        "user_id": user_id,
+        "status": "IN_PROGRESS",
+        "status_msg": "수강중",
+        "gc_date": "2026-11-02",
+        "sjc_date": None,
+        "update_time": "2026-11-20T10:11:12+09:00",
+        "progress_rate": 72.5,
+        "attendance_rate": 90.0,
+        "exam_score": None,
+        "completed": False,
+        "completion_date": None,
+        **extra,
+    }
+
+
+def insert_run(pg: psycopg.Connection[Any], category_id: int = 303, status: str = "SUCCESS") -> int:
+    row = pg.execute(
+        "insert into run_log (trigger_type, status, category_id, finished_at) "
+        "values ('SCHEDULER', %s, %s, case when %s = 'RUNNING' then null else now() end) returning id",
+        (status, category_id, status),
+    ).fetchone()
+    assert row is not None
+    return int(row["id"])  # type: ignore[call-overload]
+
+
+def enqueue_sheet(
+    pg: psycopg.Connection[Any],
+    count: int,
+    *,
+    category_id: int = 303,
+    course_id: int = 9001,
+    run_id: int = 1,
+    start: int = 1,
+    change: str = "NEW",
+    **extra: Any,
+) -> list[str]:
+    """Queue `count` sheet messages the way the sync does (one per learner); returns their source_ids."""
+    rows = []
+    for n in range(start, start + count):
+        user_id = f"u{n:06d}"
+        source_id = f"{category_id}:{course_id}:{user_id}"
+        rows.append(
+            {
+                "category_id": category_id,
+                "source_id": source_id,
+                "payload": payload(category_id, course_id, user_id, run_id=run_id, change=change, **extra),
+            }
+        )
+    pg.execute(
+        "insert into sheet_outbox (run_id, category_id, source_id, payload) "
+        "select %(run_id)s, r.category_id, r.source_id, r.payload "
+        "from jsonb_to_recordset(%(rows)s::jsonb) as r(category_id bigint, source_id text, payload jsonb)",
+        {"rows": Jsonb(rows), "run_id": run_id},
+    )
+    return [r["source_id"] for r in rows]
