@@ -22,8 +22,8 @@ create table run_log (
     started_at       timestamptz not null default now(),
     finished_at      timestamptz,
     updated_at       timestamptz not null default now(),
-    check ((status = 'RUNNING') = (finished_at is null)),
-    check (status <> 'FAILED' or error_message is not null)
+    constraint run_log_finished_unless_running check ((status = 'RUNNING') = (finished_at is null)),
+    constraint run_log_failed_has_message check (status <> 'FAILED' or error_message is not null)
 );
 create index run_log_status_id_idx on run_log (status, id desc);
 create index run_log_job_category_success_idx on run_log (job_name, category_id, finished_at desc)
@@ -80,7 +80,7 @@ create table alert (
     resolved_by  text,
     created_at   timestamptz not null default now(),
     updated_at   timestamptz not null default now(),
-    check (resolved = (resolved_at is not null))
+    constraint alert_resolved_has_time check (resolved = (resolved_at is not null))
 );
 create index alert_open_key_idx on alert (alert_type, source_type, source_id, created_at desc)
     where not resolved;
