@@ -159,9 +159,11 @@ def payload(
 
 def insert_run(pg: psycopg.Connection[Any], category_id: int = 303, status: str = "SUCCESS") -> int:
     row = pg.execute(
-        "insert into run_log (trigger_type, status, category_id, finished_at) "
-        "values ('SCHEDULER', %s, %s, case when %s = 'RUNNING' then null else now() end) returning id",
-        (status, category_id, status),
+        "insert into run_log (trigger_type, status, category_id, finished_at, error_message) "
+        "values ('SCHEDULER', %s, %s, case when %s = 'RUNNING' then null else now() end, "
+        "case when %s = 'FAILED' then 'GET /api/v1/courses/9001/enrolments -> 503 Service Unavailable' end) "
+        "returning id",
+        (status, category_id, status, status),
     ).fetchone()
     assert row is not None
     return int(row["id"])  # type: ignore[call-overload]

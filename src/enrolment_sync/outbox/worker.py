@@ -222,8 +222,10 @@ class NotifyConsumer:
         self.urls = split_urls(settings.notify_urls)
         self.urls_high = split_urls(settings.notify_urls_high)
         self.dead = DeadLetters(store, settings, counters)
+        self.defer_s = settings.outbox_poll_interval_seconds
 
     def step(self) -> int:
+        """Deliver one batch; returns how many were handled (deferred digests do not count)."""
         max_attempts = self.settings.outbox_max_attempts
         queued = self.store.enqueue_failed_alerts(lookback_s=self.settings.outbox_alert_lookback_hours * 3600)
         self.counters.failed_alerts_queued += queued
@@ -242,8 +244,7 @@ class NotifyConsumer:
                 self.store.notification_defer(rest, delay_s=0)
                 self.counters.released += len(rest)
                 break
-            self._one(note)
-            handled += 1
+            handled += int(self._one(note))
         return handled
 
     def _render(self, note: Notification) -> messages.Message | Defer:
@@ -253,7 +254,7 @@ class NotifyConsumer:
             waiting = facts.get("run_status") == "RUNNING" or int(facts.get("open_count") or 0) > 0
             age_s = (dt.datetime.now(dt.UTC) - note.created_at).total_seconds()
             if waiting and age_s < self.settings.outbox_digest_max_wait_seconds:
-                return Defer(self.settings.outbox_poll_interval_seconds)
+                return Defer(self.defer_s)
             alerts = self.store.digest_alerts(note.run_id, note.category_id, limit=MAX_DIGEST_ALERT_LINES + 1)
             total = len(alerts)
             if total > MAX_DIGEST_ALERT_LINES:
@@ -275,7 +276,7 @@ class NotifyConsumer:
             return messages.dead_letter(note.payload)
         raise ValueError(f"unknown notification kind {note.kind!r}")
 
-    def _one(self, note: Notification) -> None:
+    def _one(self, note: Notification) -> bool:
         delivered = list(note.delivered_to)
         try:
             rendered = self._render(note)
@@ -283,11 +284,11 @@ class NotifyConsumer:
             raise
         except Exception as exc:
             self._failed(note, delivered, f"cannot render: {type(exc).__name__}: {exc}")
-            return
+            return True
         if isinstance(rendered, Defer):
             self.store.notification_defer([note.id], delay_s=rendered.delay_s)
             self.counters.notifications_deferred += 1
-            return
+            return False
         targets = channels_for(note.severity, urls=self.urls, urls_high=self.urls_high)
         if not targets:
             log.info("notification (no channel configured)", kind=note.kind, title=rendered.title, body=rendered.body)
@@ -301,10 +302,11 @@ class NotifyConsumer:
                 failed.append(redacted(url))
         if failed:
             self._failed(note, delivered, f"delivery failed on {', '.join(failed)}")
-            return
+            return True
         self.store.notification_done(note.id, delivered)
         self.counters.notifications_sent += 1
         log.info("notification delivered", id=note.id, kind=note.kind, channels=len(delivered))
+        return True
 
     def _failed(self, note: Notification, delivered: list[str], error: str) -> None:
         s = self.settings
@@ -395,7 +397,14 @@ def build(
 
 
 def run(consumers: Consumers, settings: Settings, *, once: bool, stop: threading.Event) -> Counters:
-    """Poll until stopped (or, with `once`, until nothing is ready). Sheet first, so digests see their rows."""
+    """Poll until stopped (or, with `once`, until nothing is ready). Sheet first, so digests see their rows.
+
+    With `once`, a digest still waiting for its run is looked at again on the next pass rather than after
+    the poll interval, so the last pass sends it when its rows are written (deferrals are not work, so
+    this ends).
+    """
+    if once and consumers.notify is not None:
+        consumers.notify.defer_s = 0
     while not stop.is_set():
         handled = 0
         try:
