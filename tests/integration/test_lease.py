@@ -1,0 +1,78 @@
+"""The lease: renewed while a long run goes on, and a run whose lease was taken stops writing."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from enrolment_sync.kvca.simulator import RunningSimulator, SimulatorConfig
+from tests.conftest import Worker, make_settings
+
+
+def wait_for(condition: Callable[[], Any], *, timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def test_a_run_longer_than_the_ttl_keeps_its_lease(database_url: str, pg: psycopg.Connection[Any]) -> None:
+    ttl_s = 0.6
+    with RunningSimulator(SimulatorConfig(courses=4, users=40, latency_ms=40)) as sim:
+        settings = make_settings(database_url, sim.base_url, job_lock_ttl_seconds=ttl_s, kvca_max_concurrency=2)
+        with Worker(settings, database_url) as w:
+            answers: list[Any] = []
+            thread = threading.Thread(target=lambda: answers.append(w.sync()))
+            thread.start()
+            # the lease has been renewed well past its first expiry, while the run is still going
+            wait_for(
+                lambda: pg.execute(
+                    "select 1 from job_lock where lock_expires_at > locked_at + make_interval(secs => %s)"
+                    " and now() > locked_at + make_interval(secs => %s)",
+                    (3 * ttl_s, 2 * ttl_s),
+                ).fetchone(),
+                timeout_s=30,
+                what="the lease to be renewed past two TTLs",
+            )
+            blocked = w.sync()
+            thread.join(timeout=60)
+    assert blocked.status_code == 409, "a renewed lease must not be taken over"
+    assert answers and answers[0].status_code == 200, answers
+    statuses = [r["status"] for r in pg.execute("select status from run_log order by id")]
+    assert statuses == ["SUCCESS", "FAILED"]
+    assert pg.execute("select count(*) as n from job_lock").fetchone()["n"] == 0
+
+
+def test_a_run_whose_lease_is_taken_stops_writing(database_url: str) -> None:
+    with RunningSimulator(SimulatorConfig(courses=6, users=40, latency_ms=30)) as sim:
+        settings = make_settings(database_url, sim.base_url, kvca_max_concurrency=2, job_lock_ttl_seconds=30)
+        with Worker(settings, database_url) as w, psycopg.connect(database_url, autocommit=True) as pg:
+            pg.row_factory = dict_row  # type: ignore[assignment]
+            answers: list[Any] = []
+            thread = threading.Thread(target=lambda: answers.append(w.sync()))
+            thread.start()
+            wait_for(
+                lambda: pg.execute("select count(*) as n from source_record").fetchone()["n"] > 0,
+                timeout_s=30,
+                what="the first course to be stored",
+            )
+            # Another worker takes the lease over (as if this one had stalled past its TTL).
+            pg.execute("update job_lock set locked_by = 'thief:1:x', run_id = -1")
+            stored_at_takeover = pg.execute("select count(*) as n from source_record").fetchone()["n"]
+            thread.join(timeout=60)
+            final = pg.execute("select count(*) as n from source_record").fetchone()["n"]
+            run = pg.execute("select * from run_log").fetchone()
+            lock = pg.execute("select locked_by from job_lock").fetchone()
+    assert answers and answers[0].status_code == 500
+    assert "lost the job lease" in answers[0].json()["error"]
+    assert final == stored_at_takeover < 6 * 40 * 2
+    assert run["status"] == "FAILED" and "lost the job lease" in run["error_message"]
+    assert lock["locked_by"] == "thief:1:x", "the run must not release a lease it no longer holds"
