@@ -13,6 +13,7 @@ import httpx
 import psycopg
 from psycopg.rows import dict_row
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import db
@@ -37,7 +38,7 @@ def _table(title: str, rows: list[dict[str, Any]]) -> Table:
     for column in rows[0]:
         table.add_column(column)
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row.values()))
+        table.add_row(*("" if v is None else escape(str(v)) for v in row.values()))
     return table
 
 
