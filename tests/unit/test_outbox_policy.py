@@ -1,0 +1,127 @@
+"""Pure decisions of the outbox: backoff, where rows go, channels, messages, the fake's range parser."""
+
+from __future__ import annotations
+
+import pytest
+
+from enrolment_sync.outbox import messages
+from enrolment_sync.outbox.fake_sheets import Span, parse_range
+from enrolment_sync.outbox.policy import (
+    SHEET_COLUMNS,
+    a1,
+    backoff_delay_s,
+    channel_id,
+    channels_for,
+    column_letter,
+    plan_writes,
+    retry_decision,
+    row_range,
+    sheet_row,
+    split_urls,
+)
+
+HEADER = [list(SHEET_COLUMNS)]
+
+
+@pytest.mark.parametrize(
+    ("attempts", "rand", "expected"),
+    [(1, 0.0, 2.5), (1, 1.0, 5.0), (2, 1.0, 10.0), (4, 1.0, 40.0), (20, 1.0, 60.0), (20, 0.0, 30.0)],
+)
+def test_backoff_doubles_with_equal_jitter_up_to_the_cap(attempts: int, rand: float, expected: float) -> None:
+    assert backoff_delay_s(attempts, base_s=5, max_s=60, rand=lambda: rand) == expected
+
+
+@pytest.mark.parametrize(("attempts", "dead"), [(1, False), (7, False), (8, True), (9, True)])
+def test_the_last_allowed_attempt_parks_the_message(attempts: int, dead: bool) -> None:
+    decision = retry_decision(attempts, max_attempts=8, base_s=1, max_s=10, rand=lambda: 0.5)
+    assert decision.dead is dead
+    assert (decision.delay_s == 0) is dead
+
+
+@pytest.mark.parametrize(
+    ("column_a", "rows", "updates", "appends", "header"),
+    [
+        ([], {"k1": ["k1"]}, [], [["k1"]], True),
+        ([*HEADER, ["k1"], ["k2"]], {"k2": ["k2", "x"]}, [(3, ["k2", "x"])], [], False),
+        ([*HEADER, ["k1"]], {"k1": ["k1", 1], "k9": ["k9"]}, [(2, ["k1", 1])], [["k9"]], False),
+        ([*HEADER, [], ["k2"]], {"k2": ["k2"]}, [(3, ["k2"])], [], False),  # a blank row keeps numbering
+        ([*HEADER, ["k1"], ["k1"]], {"k1": ["k1"]}, [(2, ["k1"]), (3, ["k1"])], [], False),  # copied by hand
+        ([["k1"]], {"k1": ["k1"]}, [(1, ["k1"])], [], False),  # no header: row 1 is data, never overwritten
+    ],
+)
+def test_plan_writes_rewrites_known_keys_in_place_and_appends_the_rest(
+    column_a: list[list[str]], rows: dict[str, list[object]], updates: list[object], appends: list[object], header: bool
+) -> None:
+    plan = plan_writes(column_a, rows)
+    assert plan.updates == updates
+    assert plan.appends == appends
+    assert plan.needs_header is header
+
+
+def test_sheet_row_follows_the_columns_and_blanks_nulls() -> None:
+    row = sheet_row(
+        "303:9001:u1", {"change": "NEW", "user_id": "u1", "exam_score": None, "completed": False}, synced_at="t"
+    )
+    assert len(row) == len(SHEET_COLUMNS)
+    values = dict(zip(SHEET_COLUMNS, row, strict=True))
+    assert values["source_id"] == "303:9001:u1" and values["last_change"] == "NEW"
+    assert values["exam_score"] == "" and values["completed"] is False and values["synced_at"] == "t"
+
+
+def test_a1_quotes_titles_and_spans_every_column() -> None:
+    assert a1("it's 33기", "A:A") == "'it''s 33기'!A:A"
+    assert row_range("category_303", 7) == f"'category_303'!A7:{column_letter(len(SHEET_COLUMNS))}7"
+    assert [column_letter(n) for n in (1, 18, 26, 27, 52)] == ["A", "R", "Z", "AA", "AZ"]
+
+
+def test_high_severity_also_goes_to_the_high_channels() -> None:
+    urls, high = split_urls("json://a/x, json://b/y\njson://a/x"), split_urls(" json://pager/z ")
+    assert urls == ["json://a/x", "json://b/y", "json://a/x"]
+    assert channels_for("low", urls=urls[:2], urls_high=high) == ["json://a/x", "json://b/y"]
+    assert channels_for("high", urls=urls[:2], urls_high=high) == ["json://a/x", "json://b/y", "json://pager/z"]
+    assert channel_id("json://a/x") == channel_id("json://a/x") != channel_id("json://b/y")
+    assert "a/x" not in channel_id("json://a/x")
+
+
+def test_the_digest_counts_changes_and_lists_alerts_in_korean() -> None:
+    alerts = [{"severity": "high", "message": f"수강 상태 변경 u{n}"} for n in range(25)]
+    msg = messages.change_digest(
+        run_id=7,
+        category_id=303,
+        facts={"new_count": 2, "changed_count": 25, "written_count": 27, "open_count": 0, "dead_count": 1},
+        alerts=alerts,
+        alert_total=30,
+        sheet_location="Google Sheet x",
+    )
+    assert "신규 2" in msg.title and "변경 25" in msg.title
+    assert "실행 #7" in msg.body and "dead" in msg.body and "… 외 10건" in msg.body
+    assert msg.body.count("• ") == messages.MAX_ALERT_LINES
+    assert msg.notify_type == "warning"
+
+
+def test_the_failed_alert_message_names_group_run_and_error() -> None:
+    msg = messages.failed_alert(
+        {
+            "id": 5,
+            "severity": "high",
+            "source_id": "enrolment_sync:TIMEOUT",
+            "run_id": 9,
+            "detail": {"error_group": "TIMEOUT", "run_id": 9, "error_message": "read timed out"},
+        }
+    )
+    assert "TIMEOUT" in msg.title and "실행(run_id): 9" in msg.body and "read timed out" in msg.body
+    assert msg.notify_type == "failure"
+
+
+@pytest.mark.parametrize(
+    ("text", "span"),
+    [
+        ("'category_303'!A:A", Span("category_303", 1, 1, 1, None)),
+        ("'a''b'!A2:R2", Span("a'b", 1, 2, 18, 2)),
+        ("Sheet1!B3", Span("Sheet1", 2, 3, 2, 3)),
+        ("'category_303'", Span("category_303", 1, 1, None, None)),
+        ("'category_303'!A1", Span("category_303", 1, 1, 1, 1)),
+    ],
+)
+def test_the_fake_parses_a1_ranges_as_gspread_sends_them(text: str, span: Span) -> None:
+    assert parse_range(text) == span
