@@ -232,7 +232,9 @@ class JobRunner:
         except asyncio.CancelledError:
             if not lost.is_set():
                 # Cancelled from outside (shutdown): close the run and free the lease, then propagate.
-                stop = classify_exception(RuntimeError("run cancelled before it finished (worker shutdown, or the caller went away)"))
+                stop = classify_exception(
+                    RuntimeError("run cancelled before it finished (worker shutdown, or the caller went away)")
+                )
                 await asyncio.shield(self._finish(run_id, request, engine.summary, stop))
                 raise
             failure = classify_exception(LeaseLost(f"run {run_id} lost the job lease; stopped writing"))
