@@ -6,6 +6,10 @@ loopback; Step 1's exact request body sent over HTTP twice, one learner's status
 
 from __future__ import annotations
 
+import json
+import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
 
@@ -19,6 +23,9 @@ from rich.table import Table
 from . import db
 from .config import Settings
 from .kvca.simulator import RunningSimulator, SimulatorConfig
+from .outbox.sheets import read_local_sheet
+from .outbox.worker import build
+from .outbox.worker import run as run_consumers
 from .runtime import ThreadedServer, recreate_database
 
 DEMO_DATABASE = "enrolment_sync_demo"
@@ -42,10 +49,50 @@ def _table(title: str, rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _as_dicts(rows: list[list[Any]]) -> list[dict[str, Any]]:
+    if not rows:
+        return []
+    header = [str(h) for h in rows[0]]
+    return [dict(zip(header, row, strict=False)) for row in rows[1:]]
+
+
+class _WebhookReceiver:
+    """A JSON webhook on loopback (what Apprise's json:// posts to), so the demo shows a real delivery."""
+
+    def __init__(self) -> None:
+        received: list[dict[str, Any]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                received.append(json.loads(self.rfile.read(length) or b"{}"))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.received = received
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> _WebhookReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def run_demo(settings: Settings, console: Console) -> dict[str, Any]:
     console.rule("[bold]enrolment-sync demo: Step 1, end to end")
     server_url = db.start_embedded(settings.enrolment_sync_home)
     url = recreate_database(server_url, DEMO_DATABASE)
+    demo_home = settings.enrolment_sync_home / "demo"  # the demo's local sheet files, fresh each time
+    shutil.rmtree(demo_home, ignore_errors=True)
+    demo_home.mkdir(parents=True)
     applied = db.migrate(db.parse_target(url))
     console.print(f"embedded Postgres ready, database [bold]{DEMO_DATABASE}[/bold] migrated ({', '.join(applied)})")
 
@@ -80,6 +127,37 @@ def run_demo(settings: Settings, console: Console) -> dict[str, Any]:
                 second = http.post(endpoint, json=STEP1_BODY)
                 console.print(f"HTTP {second.status_code}")
                 console.print_json(data=second.json())
+
+    console.print("\n[bold]4) outbox consumers, once:[/bold] sheet_outbox -> sheet -> notification_outbox -> channel")
+    with _WebhookReceiver() as receiver:
+        outbox_settings = settings.model_copy(
+            update={
+                "notify_urls": f"json://127.0.0.1:{receiver.port}/",
+                "notify_urls_high": "",
+                "google_sheet_id": None,
+                "google_service_account_file": None,
+                "enrolment_sync_home": demo_home,
+            }
+        )
+        stop = threading.Event()
+        consumers = build(outbox_settings, url, stop=stop)
+        try:
+            counters = run_consumers(consumers, outbox_settings, once=True, stop=stop)
+        finally:
+            consumers.close()
+        delivered = list(receiver.received)
+    workbook = demo_home / "sheets" / "category_303.xlsx"
+    console.print(
+        f"sheet rows: {counters.rows_appended} appended, {counters.rows_updated} updated -> [bold]{workbook}[/bold]"
+    )
+    if workbook.exists():
+        rows = read_local_sheet(workbook)
+        shown = ["source_id", "user_id", "status", "status_msg", "progress_rate", "last_change", "run_id"]
+        sample = [{k: r.get(k) for k in shown} for r in _as_dicts(rows[:4])]
+        console.print(_table(f"{workbook.name} (first rows of {len(rows) - 1})", sample))
+    for message in delivered:
+        console.print(f"[bold]delivered to the webhook channel:[/bold] {escape(str(message.get('title')))}")
+        console.print(escape(str(message.get("message"))))
 
     with psycopg.connect(url, row_factory=dict_row) as conn:
         runs = conn.execute(ops_query("3-1")).fetchall()
