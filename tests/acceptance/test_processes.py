@@ -161,5 +161,7 @@ def test_demo_on_a_fresh_home() -> None:
         assert out.count('"source_records_upserted": 178') == 2
         assert '"new_records": 178' in out and '"changed_records": 1' in out and '"created_alerts": 1' in out
         assert "3-1." in out and "SUCCESS" in out
+        assert out.count("delivered to the webhook channel") == 2  # one digest per run
+        assert "89 appended, 1 updated" in out and (home / "demo" / "sheets" / "category_303.xlsx").exists()
     finally:
         shutil.rmtree(home, ignore_errors=True)

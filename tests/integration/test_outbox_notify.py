@@ -185,3 +185,23 @@ def test_mailto_delivers_the_korean_message_by_smtp(
         if part.get_content_type() == "text/plain"
     )
     assert "동기화 실패" in text
+
+
+def test_a_stale_alert_reaches_the_channels(
+    pg: psycopg.Connection[Any], database_url: str, receiver: JsonReceiver
+) -> None:
+    row = pg.execute(
+        "insert into alert (alert_type, severity, source_type, source_id, message, detail) "
+        "values ('STALE', 'high', 'category', 'enrolment_sync:category:303', '동기화 지연', %s) returning id",
+        (Jsonb({"category_id": 303, "last_success_at": None, "stale_after_hours": 26}),),
+    ).fetchone()
+    settings = outbox_settings(database_url, None, notify_urls=receiver.url("all"))
+
+    drain(settings, database_url, only="notify")
+
+    got = receiver.messages("all")
+    assert len(got) == 1
+    assert "동기화 지연" in got[0]["title"] and "303" in got[0]["title"]
+    assert f"알림 id: {row['id']}" in got[0]["message"]
+    queued = pg.execute("select kind, dedupe_key, category_id from notification_outbox").fetchone()
+    assert queued == {"kind": "STALE_ALERT", "dedupe_key": f"stale-alert:{row['id']}", "category_id": 303}

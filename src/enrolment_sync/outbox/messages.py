@@ -68,6 +68,22 @@ def failed_alert(alert: Mapping[str, Any]) -> Message:
     return Message(f"{TITLE_PREFIX} 동기화 실패 [{group}]", "\n".join(lines), "failure")
 
 
+def stale_alert(alert: Mapping[str, Any]) -> Message:
+    """One message per STALE alert: a category with no successful run for STALE_AFTER_HOURS."""
+    detail = alert.get("detail") or {}
+    lines = [
+        f"동기화 지연 · 기수(category) {detail.get('category_id', '?')}",
+        f"- 마지막 성공: {detail.get('last_success_at') or '없음'}",
+        f"- 기준: {detail.get('stale_after_hours', '?')}시간",
+        f"- 알림 id: {alert.get('id')} (source_id {alert.get('source_id')})",
+        "",
+        "조치: 스케줄러 동작과 run_log 최근 실행(3-1)을 확인하세요.",
+    ]
+    return Message(
+        f"{TITLE_PREFIX} 동기화 지연 [category {detail.get('category_id', '?')}]", "\n".join(lines), "warning"
+    )
+
+
 def dead_letter(payload: Mapping[str, Any]) -> Message:
     """One message per dead-letter alert: which queue, how many messages, the last error."""
     queue = str(payload.get("queue", "?"))

@@ -271,7 +271,7 @@ class NotifyConsumer:
             alert = self.store.alert(note.alert_id) if note.alert_id is not None else None
             if alert is None:
                 raise LookupError(f"alert {note.alert_id} no longer exists")
-            return messages.failed_alert(alert)
+            return messages.failed_alert(alert) if note.kind == "FAILED_ALERT" else messages.stale_alert(alert)
         if note.kind == "DEAD_MESSAGE":
             return messages.dead_letter(note.payload)
         raise ValueError(f"unknown notification kind {note.kind!r}")

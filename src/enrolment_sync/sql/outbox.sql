@@ -78,13 +78,15 @@ on conflict (dedupe_key) do nothing
 returning id;
 
 -- outbox_failed_alerts_enqueue --
--- One notification per high-severity FAILED alert of the lookback window not queued yet.
+-- One notification per high-severity FAILED or STALE alert of the lookback window not queued yet.
 insert into notification_outbox (kind, dedupe_key, severity, run_id, category_id, alert_id, payload)
-select 'FAILED_ALERT', 'failed-alert:' || a.id, 'high', a.run_id, r.category_id, a.id,
+select case a.alert_type when 'FAILED' then 'FAILED_ALERT' else 'STALE_ALERT' end,
+       lower(a.alert_type) || '-alert:' || a.id, 'high', a.run_id,
+       coalesce(r.category_id, (a.detail ->> 'category_id')::bigint), a.id,
        jsonb_build_object('alert_id', a.id)
 from alert a
 left join run_log r on r.id = a.run_id
-where a.alert_type = 'FAILED' and a.severity = 'high'
+where a.alert_type in ('FAILED', 'STALE') and a.severity = 'high'
   and a.created_at >= now() - make_interval(secs => %(lookback_s)s)
 order by a.id
 on conflict (dedupe_key) do nothing
