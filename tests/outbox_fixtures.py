@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -20,18 +19,6 @@ from enrolment_sync.outbox.worker import Consumers, Counters, Only, build, run
 from tests.conftest import make_settings
 
 UNUSED_KVCA = "http://127.0.0.1:9"  # the outbox never calls upstream
-
-
-def wait_for(condition: Callable[[], Any], *, timeout_s: float = 20.0, what: str = "condition") -> Any:
-    """Poll `condition` until it is truthy (returned), or fail after the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.02)
 
 
 class JsonReceiver:

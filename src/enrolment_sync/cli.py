@@ -14,11 +14,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import db
-from .config import Settings, get_settings
 from .errors import EnrolmentSyncError
 from .keymigration import migrate_keys_command
 from .outbox.cli import outbox_app
-from .runtime import configure_logging, prepare_database, run_async
+from .runtime import command_settings, prepare_database, run_async
 
 app = typer.Typer(
     help="Mirror KVCA enrolments into Postgres, with alerts and outbox workers.",
@@ -32,16 +31,6 @@ app.command("migrate-keys")(migrate_keys_command)
 
 console = Console()
 err_console = Console(stderr=True)
-
-
-def _settings() -> Settings:
-    try:
-        settings = get_settings()
-    except Exception as exc:  # pydantic's ValidationError names the setting; show it plainly
-        err_console.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-    configure_logging(settings.log_level)
-    return settings
 
 
 def _fail(exc: BaseException, code: int = 1) -> typer.Exit:
@@ -71,7 +60,7 @@ def serve(
 
     from .api import create_app
 
-    settings = _settings()
+    settings = command_settings()
     if not _is_loopback(host) and settings.worker_api_token is None and not allow_unauthenticated:
         raise _fail(
             ValueError(
@@ -90,7 +79,7 @@ def serve(
 @app.command()
 def migrate() -> None:
     """Apply pending SQL migrations (forward only, idempotent)."""
-    settings = _settings()
+    settings = command_settings()
     try:
         url, _ = db.resolve_url(settings)
         applied = db.migrate(db.parse_target(url))
@@ -112,7 +101,7 @@ def sync(
 
     if trigger_type not in {"MANUAL", "SCHEDULER", "RETRY"}:
         raise _fail(ValueError(f"--trigger-type must be MANUAL, SCHEDULER or RETRY, not {trigger_type!r}"), 2)
-    settings = _settings()
+    settings = command_settings()
     request = SyncRequest(category_id, trigger_type, max_categories, max_users_per_course)  # type: ignore[arg-type]
 
     async def go() -> dict[str, Any]:
@@ -168,7 +157,7 @@ def simulator(
     from .kvca.simulator import SimulatorConfig
     from .kvca.simulator import serve as serve_sim
 
-    settings = _settings()
+    settings = command_settings()
     config = SimulatorConfig(
         courses=courses,
         users=users,
@@ -189,7 +178,7 @@ def demo(
     """Step 1's example, end to end: embedded Postgres + simulator + worker, two runs over HTTP."""
     from .demo import run_demo
 
-    settings = _settings()
+    settings = command_settings()
     if home is not None:
         settings = settings.model_copy(update={"enrolment_sync_home": home})
     try:
@@ -207,7 +196,7 @@ def alerts_list(
     import psycopg
     from psycopg.rows import dict_row
 
-    settings = _settings()
+    settings = command_settings()
     url = prepare_database(settings)
     target = db.parse_target(url)
     with psycopg.connect(target.conninfo, **target.connect_kwargs(), row_factory=dict_row) as conn:
@@ -235,7 +224,7 @@ def alerts_resolve(
     """Resolve one alert by hand."""
     from .clock import SystemClock
 
-    settings = _settings()
+    settings = command_settings()
     url = prepare_database(settings)
 
     async def go() -> dict[str, Any] | None:
@@ -266,7 +255,7 @@ def check() -> None:
     from .clock import SystemClock
     from .staleness import check_staleness
 
-    settings = _settings()
+    settings = command_settings()
     url = prepare_database(settings)
 
     async def go() -> list[dict[str, Any]]:

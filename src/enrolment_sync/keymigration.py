@@ -151,17 +151,11 @@ def migrate_keys_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Re-key records stored under the old termId:userId key to termId:courseId:userId (idempotent)."""
-    from .config import get_settings
-    from .runtime import configure_logging, prepare_database
+    from .runtime import command_settings, prepare_database
 
     console = Console()
     err_console = Console(stderr=True)
-    try:
-        settings = get_settings()
-    except Exception as exc:  # pydantic's ValidationError names the setting; show it plainly
-        err_console.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-    configure_logging(settings.log_level)
+    settings = command_settings()
     try:
         target = db.parse_target(prepare_database(settings))
         try:

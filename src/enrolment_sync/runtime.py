@@ -58,6 +58,22 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(coro)
 
 
+def command_settings() -> Settings:
+    """Settings for a command: a bad value is shown plainly (pydantic names the setting), exit code 2."""
+    import typer
+    from rich.console import Console
+
+    from .config import get_settings
+
+    try:
+        settings = get_settings()
+    except Exception as exc:
+        Console(stderr=True).print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    configure_logging(settings.log_level)
+    return settings
+
+
 def prepare_database(settings: Settings, *, migrate_real: bool = False) -> str:
     """Resolve the URL; the embedded server is started and migrated, a real one is checked (or migrated)."""
     url, embedded = db.resolve_url(settings)

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,19 +20,10 @@ import psycopg
 import pytest
 
 from enrolment_sync.kvca.simulator import RunningSimulator, SimulatorConfig
+from tests.waiting import wait_for
 
 CLI = [sys.executable, "-m", "enrolment_sync.cli"]
 STEP1 = {"category_id": 303, "trigger_type": "SCHEDULER", "max_categories": 1, "max_users_per_course": 500}
-
-
-def wait_for(condition: Callable[[], Any], *, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def free_port() -> int:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -12,16 +10,7 @@ from psycopg.rows import dict_row
 
 from enrolment_sync.kvca.simulator import RunningSimulator, SimulatorConfig
 from tests.conftest import Worker, make_settings
-
-
-def wait_for(condition: Callable[[], Any], *, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+from tests.waiting import wait_for
 
 
 def test_a_run_longer_than_the_ttl_keeps_its_lease(database_url: str, pg: psycopg.Connection[Any]) -> None:

@@ -16,7 +16,8 @@ import pytest
 from enrolment_sync.outbox.fake_sheets import RunningFakeSheets
 from enrolment_sync.outbox.sheets import DatabaseQuota
 from enrolment_sync.outbox.worker import build, run
-from tests.outbox_fixtures import drain, enqueue_sheet, fake_sheets, outbox_settings, wait_for
+from tests.outbox_fixtures import drain, enqueue_sheet, fake_sheets, outbox_settings
+from tests.waiting import wait_for
 
 __all__ = ["fake_sheets"]
 TITLE = "category_303"

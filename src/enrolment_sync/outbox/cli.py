@@ -10,25 +10,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..config import Settings, get_settings
 from ..errors import EnrolmentSyncError
-from ..runtime import configure_logging, prepare_database
+from ..runtime import command_settings, prepare_database
 from .store import OutboxStore
 from .worker import Only, build, new_consumer_id, run
 
 outbox_app = typer.Typer(help="Outbox consumers: sheet and notifications.", no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True)
-
-
-def _settings() -> Settings:
-    try:
-        settings = get_settings()
-    except Exception as exc:
-        err_console.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-    configure_logging(settings.log_level)
-    return settings
 
 
 def install_stop_handlers(stop: threading.Event) -> None:
@@ -52,7 +41,7 @@ def run_command(
     if only not in (None, "sheet", "notify"):
         err_console.print(f"[red]error:[/red] --only must be sheet or notify, not {only!r}")
         raise typer.Exit(2)
-    settings = _settings()
+    settings = command_settings()
     stop = threading.Event()
     install_stop_handlers(stop)
     try:
@@ -79,7 +68,7 @@ def status_command(
     dead: Annotated[int, typer.Option(min=0, help="How many dead messages to list.")] = 20,
 ) -> None:
     """Backlog, oldest pending age and dead messages of both queues (the same SQL as docs/outbox.md)."""
-    settings = _settings()
+    settings = command_settings()
     from .. import db
 
     try:
