@@ -15,11 +15,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
 from ..errors import UpstreamDataError, UpstreamError
-from .transport import AiohttpTransport
+from .transport import AiohttpWire, Answer, HttpxWire, Wire, WireError, WireTimeout
 
 RETRYABLE_STATUS = frozenset({409, 500, 502, 503, 504})
 MAX_BODY_IN_MESSAGE = 300
@@ -58,7 +59,7 @@ def _reason(status: int) -> str:
         return "Unknown Status"
 
 
-def _body_text(response: httpx.Response) -> str:
+def _body_text(response: Answer) -> str:
     """The upstream's own words, compacted (JSON re-serialised without spaces), truncated."""
     raw = response.text
     try:
@@ -68,7 +69,7 @@ def _body_text(response: httpx.Response) -> str:
     return text[:MAX_BODY_IN_MESSAGE]
 
 
-def http_error(method: str, path: str, response: httpx.Response, attempts: int) -> UpstreamError:
+def http_error(method: str, path: str, response: Answer, attempts: int) -> UpstreamError:
     status = response.status_code
     tries = f" after {attempts} attempts" if attempts > 1 else ""
     message = f"upstream HTTP {status} {_reason(status)} on {method} {path}{tries}: {_body_text(response)}"
@@ -136,11 +137,10 @@ class KvcaClient:
         self._token_lock = asyncio.Lock()
         self._paused_until = 0.0
         self.stats = ClientStats()
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            timeout=httpx.Timeout(timeout_s),
-            transport=transport or AiohttpTransport(max_connections=max_concurrency),
-            headers={"Accept": "application/json"},
+        self._wire: Wire = (
+            HttpxWire(base_url, timeout_s=timeout_s, transport=transport)
+            if transport is not None
+            else AiohttpWire(base_url, timeout_s=timeout_s, max_connections=max_concurrency)
         )
         self._timeout_s = timeout_s
 
@@ -151,7 +151,7 @@ class KvcaClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._wire.aclose()
 
     # -- contract ---------------------------------------------------------------------------
 
@@ -247,7 +247,7 @@ class KvcaClient:
         json_body: dict[str, Any] | None = None,
         authed: bool,
         allow_404: bool = False,
-    ) -> httpx.Response | None:
+    ) -> Answer | None:
         tally = _Tally()
         while True:
             try:
@@ -274,8 +274,8 @@ class KvcaClient:
         authed: bool,
         allow_404: bool,
         attempts: int,
-    ) -> httpx.Response | None:
-        target = path if not params else f"{path}?{httpx.QueryParams(params)}"
+    ) -> Answer | None:
+        target = path if not params else f"{path}?{urlencode(params)}"
         for renewal in (False, True):
             headers = {}
             token = None
@@ -296,32 +296,27 @@ class KvcaClient:
         params: dict[str, Any] | None,
         json_body: dict[str, Any] | None,
         headers: dict[str, str],
-    ) -> httpx.Response:
+    ) -> Answer:
         pause = self._paused_until - time.monotonic()
         if pause > 0:
             await self._sleep(pause)
         async with self._slots:
             self.stats.requests += 1
             try:
-                response = await self._http.request(method, path, params=params, json=json_body, headers=headers)
-            except httpx.TimeoutException as exc:
+                response = await self._wire.request(method, path, params=params, json_body=json_body, headers=headers)
+            except WireTimeout as exc:
                 raise _Retryable(
                     UpstreamError(
-                        f"upstream timeout: no answer within {self._timeout_s:g}s on {method} {target}"
-                        f" ({type(exc).__name__})",
+                        f"upstream timeout: no answer within {self._timeout_s:g}s on {method} {target} ({exc})",
                         timeout=True,
                     )
                 ) from exc
-            except httpx.TransportError as exc:
-                raise _Retryable(
-                    UpstreamError(f"upstream unreachable on {method} {target}: {type(exc).__name__}: {exc}")
-                ) from exc
+            except WireError as exc:
+                raise _Retryable(UpstreamError(f"upstream unreachable on {method} {target}: {exc}")) from exc
         self.stats.by_status[response.status_code] = self.stats.by_status.get(response.status_code, 0) + 1
         return response
 
-    def _judge(
-        self, method: str, target: str, response: httpx.Response, allow_404: bool, attempts: int
-    ) -> httpx.Response | None:
+    def _judge(self, method: str, target: str, response: Answer, allow_404: bool, attempts: int) -> Answer | None:
         status = response.status_code
         if 200 <= status < 300:
             return response
