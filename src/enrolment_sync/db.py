@@ -13,12 +13,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import orjson
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 from .config import Settings
 from .errors import ConfigError, DatabaseError
+
+# JSON to and from Postgres through orjson: the sync sends thousands of records per course as one jsonb.
+set_json_dumps(lambda obj: orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS))
+set_json_loads(orjson.loads)
 
 SUPABASE_TRANSACTION_POOLER_PORT = 6543
 _QUERY_HEADER = re.compile(r"^-- ([a-z_][a-z0-9_]*) --\s*$", re.MULTILINE)

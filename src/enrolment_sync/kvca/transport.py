@@ -8,12 +8,12 @@ pace, not the client's. Unit tests hand in `httpx.MockTransport`, which goes thr
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 import aiohttp
 import httpx
+import orjson
 
 
 class WireTimeout(Exception):
@@ -39,7 +39,7 @@ class Answer:
         return self.content.decode("utf-8", "replace")
 
     def json(self) -> Any:
-        return json.loads(self.content)
+        return orjson.loads(self.content)
 
 
 class Wire(Protocol):
