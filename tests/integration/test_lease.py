@@ -14,8 +14,8 @@ from tests.waiting import wait_for
 
 
 def test_a_run_longer_than_the_ttl_keeps_its_lease(database_url: str, pg: psycopg.Connection[Any]) -> None:
-    ttl_s = 0.6
-    with RunningSimulator(SimulatorConfig(courses=4, users=40, latency_ms=40)) as sim:
+    ttl_s = 1.0
+    with RunningSimulator(SimulatorConfig(courses=6, users=40, latency_ms=40)) as sim:
         settings = make_settings(database_url, sim.base_url, job_lock_ttl_seconds=ttl_s, kvca_max_concurrency=2)
         with Worker(settings, database_url) as w:
             answers: list[Any] = []
