@@ -214,3 +214,35 @@ def test_max_categories_takes_subcategories(database_url: str, pg: psycopg.Conne
     assert body["summary"]["courses_processed"] == 6
     cats = pg.execute("select distinct category_id from source_record order by 1").fetchall()
     assert [r["category_id"] for r in cats] == [303, 304, 305]
+
+
+def test_changed_alert_cooldown_counts_repeats(database_url: str, simulator: Any, pg: psycopg.Connection[Any]) -> None:
+    import datetime as dt
+
+    from enrolment_sync.clock import ManualClock
+
+    clock = ManualClock(dt.datetime.now(dt.UTC))
+    settings = make_settings(database_url, simulator.base_url, alert_cooldown_minutes=60)
+    course_id = simulator.state.course_ids(303)[0]
+    user_id = simulator.state.enrolments(course_id)[7]["user_id"]
+    with Worker(settings, database_url, clock=clock) as w:
+        assert w.sync(STEP1).status_code == 200
+        simulator.state.update_enrolment(course_id, user_id, status_msg="휴강 신청")
+        first = w.sync(STEP1).json()
+        clock.advance(minutes=30)
+        simulator.state.update_enrolment(course_id, user_id, status="CANCELLED")
+        repeat = w.sync(STEP1).json()
+        clock.advance(minutes=31)
+        simulator.state.update_enrolment(course_id, user_id, status="ENROLLED")
+        after = w.sync(STEP1).json()
+    assert (first["summary"]["changed_records"], first["summary"]["created_alerts"]) == (1, 1)
+    assert (repeat["summary"]["changed_records"], repeat["summary"]["created_alerts"]) == (1, 0)
+    assert repeat["report"]["suppressed_alerts"] == 1
+    assert (after["summary"]["changed_records"], after["summary"]["created_alerts"]) == (1, 1)
+    alerts = pg.execute("select * from alert where alert_type = 'CHANGED' order by id").fetchall()
+    assert len(alerts) == 2
+    assert alerts[0]["occurrences"] == 2 and alerts[0]["last_run_id"] == repeat["run_id"]
+    assert alerts[0]["severity"] == "high", "a worse repeat raises the open alert's severity (low -> high)"
+    assert alerts[0]["detail"]["changed_fields"][0] == "status_msg"  # the first change stays as it was ...
+    assert alerts[0]["detail"]["latest"]["after"]["status"] == "CANCELLED"  # ... and the repeat is kept beside it
+    assert alerts[1]["severity"] == "medium" and alerts[1]["run_id"] == after["run_id"]

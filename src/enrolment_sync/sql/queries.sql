@@ -136,6 +136,7 @@ with incoming as (
 ), absorbed as (
     update alert a
     set occurrences = a.occurrences + 1, last_seen_at = %(now)s, last_run_id = %(run_id)s, updated_at = %(now)s,
+        detail = a.detail || jsonb_build_object('latest', i.detail),
         severity = case when i.severity = 'high' or a.severity = 'high' then 'high'
                         when i.severity = 'medium' or a.severity = 'medium' then 'medium' else 'low' end
     from incoming i
