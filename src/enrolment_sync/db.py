@@ -174,12 +174,6 @@ class Database:
         async with self.pool.connection() as conn:
             yield conn
 
-    async def fetch_all(self, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        async with self.connection() as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(query(name), params or {})
-            return await cur.fetchall()
-
     async def fetch_one(self, name: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
         async with self.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)

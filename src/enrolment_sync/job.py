@@ -38,7 +38,6 @@ class JobOutcome:
     run_id: int
     summary: SyncSummary = field(default_factory=SyncSummary)
     failure: Classified | None = None
-    created_failed_alert: bool = False
 
     @property
     def http_status(self) -> int:
@@ -206,9 +205,9 @@ class JobRunner:
         run_id, conflict = await self._begin(request)
         if conflict is not None:
             failure = classify_exception(LockConflict(conflict))
-            created = await self._raise_failed(run_id, failure)
+            await self._raise_failed(run_id, failure)
             log.info("lock conflict", run_id=run_id, error=conflict)
-            return JobOutcome(False, run_id, failure=failure, created_failed_alert=created)
+            return JobOutcome(False, run_id, failure=failure)
         log.info("run started", run_id=run_id, category_id=request.category_id, trigger_type=request.trigger_type)
         return await self._run_with_lease(run_id, request, progress)
 
@@ -307,9 +306,9 @@ class JobRunner:
             log.warning("run failed", run_id=run_id, error_group=str(failure.group), error=failure.message)
         else:
             log.info("run succeeded", run_id=run_id, **summary.public())
-        return JobOutcome(failure is None, run_id, summary, failure, created_failed)
+        return JobOutcome(failure is None, run_id, summary, failure)
 
-    async def _raise_failed(self, run_id: int, failure: Classified) -> bool:
+    async def _raise_failed(self, run_id: int, failure: Classified) -> None:
         now = self.clock.now()
         async with self.db.transaction() as conn:
             raised = await raise_alerts(
@@ -323,7 +322,6 @@ class JobRunner:
             )
             if raised.created:
                 await db.execute(conn, "run_add_alerts", {"run_id": run_id, "count": 1, "now": now})
-        return bool(raised.created)
 
     async def close_abandoned(self) -> list[int]:
         """Close RUNNING runs of this job that no live lease vouches for (their worker died)."""

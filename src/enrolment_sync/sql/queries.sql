@@ -74,16 +74,6 @@ where r.job_name = %(job_name)s
       where l.job_name = r.job_name and l.run_id = r.id and l.lock_expires_at > now())
 returning r.id, r.category_id, r.started_at;
 
--- run_get --
--- One run_log row.
-select * from run_log where id = %(run_id)s;
-
--- run_last_success --
--- The last successful run of a job for a category.
-select max(finished_at) as finished_at
-from run_log
-where job_name = %(job_name)s and category_id = %(category_id)s and status = 'SUCCESS';
-
 -- run_categories_seen --
 -- Every category this job ever ran for, with its last success (staleness check).
 select category_id, max(finished_at) filter (where status = 'SUCCESS') as last_success_at,
