@@ -38,3 +38,11 @@ class LockConflict(EnrolmentSyncError):
 
 class LeaseLost(EnrolmentSyncError):
     """This run's lease expired and was taken over; the run stops writing."""
+
+
+class RunAbandoned(EnrolmentSyncError):
+    """A run's worker died (its lease expired) before closing it."""
+
+
+class RunCancelled(EnrolmentSyncError):
+    """The run was cancelled from outside (worker shutdown) before it finished."""

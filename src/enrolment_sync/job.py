@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import socket
 import uuid
@@ -19,7 +20,7 @@ from . import db
 from .alerts import failed_alert, raise_alerts
 from .clock import Clock, SystemClock
 from .config import JOB_NAME, Settings
-from .errors import EnrolmentSyncError, LeaseLost, LockConflict
+from .errors import EnrolmentSyncError, LeaseLost, LockConflict, RunAbandoned, RunCancelled
 from .failures import HTTP_STATUS_BY_GROUP, Classified, ErrorGroup, classify_exception
 from .kvca.client import KvcaClient
 from .staleness import check_staleness, stale_key
@@ -161,25 +162,16 @@ class JobRunner:
             if conflict is None:
                 await db.execute(conn, "run_set_lock_owner", {**self._lease_params(run_id)})
                 if taken_over is not None:
-                    closed = await db.fetch_all(
-                        conn,
-                        "run_close_abandoned",
-                        {
-                            "job_name": self.job_name,
-                            "run_id": taken_over,
-                            "now": now,
-                            "closed_by": f"run {run_id} taking over the expired lease",
-                        },
+                    await self._close_abandoned(
+                        conn, run_id=taken_over, closed_by=f"run_id={run_id} taking over the expired lease", now=now
                     )
-                    for dead in closed:
-                        log.warning("abandoned run closed", dead_run_id=dead["id"], by_run_id=run_id)
         return run_id, conflict
 
     async def _fence(self, conn: psycopg.AsyncConnection[Any], run_id: int) -> None:
         """Inside a write transaction: prove we still hold the lease, and keep it from being taken."""
         row = await db.fetch_one(conn, "lock_renew", self._lease_params(run_id))
         if row is None:
-            raise LeaseLost(f"run {run_id} lost the job lease (it expired and was taken over); stopped writing")
+            raise LeaseLost(f"run_id={run_id} lost the job lease (it expired and was taken over); stopped writing")
 
     async def _keep_lease(self, run_id: int, engine_task: asyncio.Task[Any], lost: asyncio.Event) -> None:
         interval = max(0.05, self.settings.lock_ttl_s / 3)
@@ -193,7 +185,7 @@ class JobRunner:
                 continue
             if row is None:
                 lost.set()
-                engine_task.cancel(f"run {run_id} lost the job lease")
+                engine_task.cancel(f"run_id={run_id} lost the job lease")
                 return
 
     # -- the run ----------------------------------------------------------------------------
@@ -205,7 +197,8 @@ class JobRunner:
         run_id, conflict = await self._begin(request)
         if conflict is not None:
             failure = classify_exception(LockConflict(conflict))
-            await self._raise_failed(run_id, failure)
+            async with self.db.transaction() as conn:
+                await self._raise_failed(conn, run_id, failure, now=self.clock.now())
             log.info("lock conflict", run_id=run_id, error=conflict)
             return JobOutcome(False, run_id, failure=failure)
         log.info("run started", run_id=run_id, category_id=request.category_id, trigger_type=request.trigger_type)
@@ -232,11 +225,11 @@ class JobRunner:
             if not lost.is_set():
                 # Cancelled from outside (shutdown): close the run and free the lease, then propagate.
                 stop = classify_exception(
-                    RuntimeError("run cancelled before it finished (worker shutdown, or the caller went away)")
+                    RunCancelled("run cancelled before it finished (worker shutdown, or the caller went away)")
                 )
                 await asyncio.shield(self._finish(run_id, request, engine.summary, stop))
                 raise
-            failure = classify_exception(LeaseLost(f"run {run_id} lost the job lease; stopped writing"))
+            failure = classify_exception(LeaseLost(f"run_id={run_id} lost the job lease; stopped writing"))
         except EnrolmentSyncError as exc:
             failure = classify_exception(exc)
         except Exception as exc:
@@ -253,38 +246,8 @@ class JobRunner:
         self, run_id: int, request: SyncRequest, summary: SyncSummary, failure: Classified | None
     ) -> JobOutcome:
         now = self.clock.now()
-        created_failed = False
         async with self.db.transaction() as conn:
-            if failure is not None:
-                spec = failed_alert(self.job_name, failure, run_id=run_id)
-                raised = await raise_alerts(
-                    conn,
-                    "FAILED",
-                    [spec],
-                    run_id=run_id,
-                    now=now,
-                    cooldown_s=self.settings.cooldown_s,
-                    serialise=True,
-                )
-                created_failed = bool(raised.created)
-            else:
-                resolved = await db.fetch_all(
-                    conn,
-                    "alerts_resolve_failed",
-                    {"now": now, "resolved_by": f"run {run_id} (SUCCESS)", "job_prefix": f"{self.job_name}:%"},
-                )
-                resolved += await db.fetch_all(
-                    conn,
-                    "alerts_resolve_stale",
-                    {
-                        "now": now,
-                        "resolved_by": f"run {run_id} (SUCCESS)",
-                        "source_id": stale_key(self.job_name, request.category_id),
-                    },
-                )
-                if resolved:
-                    log.info("alerts resolved by success", run_id=run_id, alert_ids=[r["id"] for r in resolved])
-            await db.execute(
+            closed = await db.fetch_one(
                 conn,
                 "run_finish",
                 {
@@ -293,7 +256,7 @@ class JobRunner:
                     "total_records": summary.source_records_upserted,
                     "new_records": summary.new_records,
                     "changed_records": summary.changed_records,
-                    "created_alerts": summary.created_alerts + int(created_failed),
+                    "created_alerts": summary.created_alerts,
                     "summary": Jsonb(summary.full()),
                     "error_message": failure.message if failure else None,
                     "error_group": str(failure.group) if failure else None,
@@ -302,40 +265,92 @@ class JobRunner:
                 },
             )
             await db.execute(conn, "lock_release", self._lease_params(run_id))
+            if closed is None:
+                # Our lease lapsed and another worker closed this run as abandoned (with its alert).
+                lost = classify_exception(
+                    LeaseLost(f"run_id={run_id} was closed as abandoned by another worker: its lease lapsed")
+                )
+                log.warning("run was closed by another worker", run_id=run_id)
+                return JobOutcome(False, run_id, summary, lost)
+            if failure is not None:
+                await self._raise_failed(conn, run_id, failure, now=now)
+            else:
+                await self._resolve_on_success(conn, run_id, request, now=now)
         if failure is not None:
             log.warning("run failed", run_id=run_id, error_group=str(failure.group), error=failure.message)
         else:
             log.info("run succeeded", run_id=run_id, **summary.public())
         return JobOutcome(failure is None, run_id, summary, failure)
 
-    async def _raise_failed(self, run_id: int, failure: Classified) -> None:
-        now = self.clock.now()
-        async with self.db.transaction() as conn:
-            raised = await raise_alerts(
-                conn,
-                "FAILED",
-                [failed_alert(self.job_name, failure, run_id=run_id)],
-                run_id=run_id,
-                now=now,
-                cooldown_s=self.settings.cooldown_s,
-                serialise=True,
-            )
-            if raised.created:
-                await db.execute(conn, "run_add_alerts", {"run_id": run_id, "count": 1, "now": now})
+    async def _resolve_on_success(
+        self, conn: psycopg.AsyncConnection[Any], run_id: int, request: SyncRequest, *, now: dt.datetime
+    ) -> None:
+        """The first success after failures resolves the job's FAILED alerts and the category's STALE alert."""
+        by = f"run_id={run_id} (SUCCESS)"
+        resolved = await db.fetch_all(
+            conn, "alerts_resolve_failed", {"now": now, "resolved_by": by, "job_prefix": f"{self.job_name}:%"}
+        )
+        resolved += await db.fetch_all(
+            conn,
+            "alerts_resolve_stale",
+            {"now": now, "resolved_by": by, "source_id": stale_key(self.job_name, request.category_id)},
+        )
+        if resolved:
+            log.info("alerts resolved by success", run_id=run_id, alert_ids=[r["id"] for r in resolved])
+
+    async def _raise_failed(
+        self, conn: psycopg.AsyncConnection[Any], run_id: int, failure: Classified, *, now: dt.datetime
+    ) -> None:
+        """The FAILED alert of a run (cooldown applies); a created one is counted on the run."""
+        raised = await raise_alerts(
+            conn,
+            "FAILED",
+            [failed_alert(self.job_name, failure, run_id=run_id)],
+            run_id=run_id,
+            now=now,
+            cooldown_s=self.settings.cooldown_s,
+            serialise=True,
+        )
+        if raised.created:
+            await db.execute(conn, "run_add_alerts", {"run_id": run_id, "count": 1, "now": now})
 
     async def close_abandoned(self) -> list[int]:
         """Close RUNNING runs of this job that no live lease vouches for (their worker died)."""
         async with self.db.transaction() as conn:
-            rows = await db.fetch_all(
+            return await self._close_abandoned(
+                conn, run_id=None, closed_by=f"worker {self.worker_id} at its start", now=self.clock.now()
+            )
+
+    async def _close_abandoned(
+        self, conn: psycopg.AsyncConnection[Any], *, run_id: int | None, closed_by: str, now: dt.datetime
+    ) -> list[int]:
+        """Each dead run ends FAILED (UNKNOWN, saying it was abandoned) with its FAILED alert, like any failure."""
+        dead = await db.fetch_all(conn, "run_abandoned", {"job_name": self.job_name, "run_id": run_id})
+        for row in dead:
+            failure = classify_exception(
+                RunAbandoned(
+                    f"abandoned: the worker {row['worker_id'] or '?'} stopped without closing run_id={row['id']}"
+                    f" (its lease expired; closed by {closed_by})"
+                )
+            )
+            raised = await raise_alerts(
+                conn,
+                "FAILED",
+                [failed_alert(self.job_name, failure, run_id=row["id"])],
+                run_id=row["id"],
+                now=now,
+                cooldown_s=self.settings.cooldown_s,
+                serialise=True,
+            )
+            await db.execute(
                 conn,
                 "run_close_abandoned",
                 {
-                    "job_name": self.job_name,
-                    "run_id": None,
-                    "now": self.clock.now(),
-                    "closed_by": f"worker {self.worker_id} at start",
+                    "run_id": row["id"],
+                    "error_message": failure.message,
+                    "created_alerts": len(raised.created),
+                    "now": now,
                 },
             )
-        for row in rows:
-            log.warning("abandoned run closed", dead_run_id=row["id"])
-        return [int(r["id"]) for r in rows]
+            log.warning("abandoned run closed", dead_run_id=row["id"], closed_by=closed_by)
+        return [int(r["id"]) for r in dead]

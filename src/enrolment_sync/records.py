@@ -73,7 +73,31 @@ def parse_detail(raw: dict[str, Any], course_id: int, user_id: str) -> DetailRow
         raise UpstreamDataError(
             f"upstream detail of course {course_id} user {user_id} breaks the contract: {_explain(exc)}"
         ) from exc
+    if (row.course_id, row.user_id) != (course_id, user_id):
+        raise UpstreamDataError(
+            f"upstream detail asked for course {course_id} user {user_id} names course_id {row.course_id}"
+            f" user_id {row.user_id}"
+        )
     return row
+
+
+def dedupe_rows(
+    pairs: list[tuple[dict[str, Any], StatusRow]],
+) -> tuple[list[tuple[dict[str, Any], StatusRow]], int]:
+    """One status row per learner. Pages read from live data can list a learner twice when the list shifts
+    between two pages; the copy with the later update_time wins. Returns the rows and how many were dropped."""
+    kept: dict[str, tuple[dict[str, Any], StatusRow]] = {}
+    for raw, row in pairs:
+        seen = kept.get(row.user_id)
+        if seen is None or _later(row, seen[1]):
+            kept[row.user_id] = (raw, row)
+    return list(kept.values()), len(pairs) - len(kept)
+
+
+def _later(a: StatusRow, b: StatusRow) -> bool:
+    if a.update_time is None or b.update_time is None:
+        return b.update_time is None
+    return a.update_time >= b.update_time
 
 
 def content_hash(payload: dict[str, Any]) -> str:

@@ -24,6 +24,7 @@ from .records import (
     STATUS,
     Incoming,
     Stored,
+    dedupe_rows,
     detail_record,
     diff,
     parse_detail,
@@ -68,6 +69,7 @@ class SyncSummary:
     vanished_records: list[str] = field(default_factory=list)
     vanished_count: int = 0
     returned_records: int = 0
+    duplicate_rows: int = 0
     upstream_requests: int = 0
 
     PUBLIC = (
@@ -146,9 +148,11 @@ class SyncEngine:
         root = await self.client.get_category(request.category_id)
         categories = [request.category_id]
         subs = root.get("subcategory_ids") or []
-        if not isinstance(subs, list):
-            raise UpstreamDataError(f"upstream category {request.category_id}: subcategory_ids is not a list")
-        categories += [int(s) for s in subs[: max(0, request.max_categories - 1)]]
+        if not isinstance(subs, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in subs):
+            raise UpstreamDataError(
+                f"upstream category {request.category_id}: subcategory_ids is not a list of integers: {subs!r}"
+            )
+        categories += subs[: max(0, request.max_categories - 1)]
         self.progress("categories", {"categories": categories})
         for category_id in categories:
             await self._category(category_id, request.max_users_per_course)
@@ -175,9 +179,12 @@ class SyncEngine:
         )
 
     async def _fetch_course(self, category_id: int, course_id: int, name: str | None, cap: int) -> _Fetched:
-        raw_rows, total_items = await self.client.list_enrolments(course_id, limit=cap)
-        rows = [parse_status_row(raw, course_id) for raw in raw_rows]
-        capped = total_items > len(rows)
+        listed, total_items = await self.client.list_enrolments(course_id, limit=cap)
+        pairs, duplicates = dedupe_rows([(raw, parse_status_row(raw, course_id)) for raw in listed])
+        self.summary.duplicate_rows += duplicates
+        raw_rows = [raw for raw, _ in pairs]
+        rows = [row for _, row in pairs]
+        capped = total_items > len(listed)
         if capped:
             self.summary.capped_courses.append(
                 {"category_id": category_id, "course_id": course_id, "total_items": total_items, "taken": len(rows)}

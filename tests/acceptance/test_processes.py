@@ -119,6 +119,12 @@ def test_sigkill_mid_run_then_lease_expiry(database_url: str, slow_simulator: An
                 "select status, error_group, error_message, finished_at from run_log where id = %s", (dead_run[0],)
             ).fetchone()
             assert dead[0] == "FAILED" and dead[1] == "UNKNOWN" and "abandoned" in dead[2] and dead[3] is not None
+            alert = pg.execute(
+                "select severity, detail->>'error_group' from alert"
+                " where alert_type = 'FAILED' and detail->>'run_id' = %s",
+                (str(dead_run[0]),),
+            ).fetchone()
+            assert alert == ("medium", "UNKNOWN"), "the dead run has its FAILED alert (4-4 joins them)"
             total = pg.execute("select count(*), count(distinct (source_type, source_id)) from source_record")
             count, distinct = total.fetchone()
             assert count == distinct == 3 * 89 * 2

@@ -65,3 +65,24 @@ def test_a_run_whose_lease_is_taken_stops_writing(database_url: str) -> None:
     assert final == stored_at_takeover < 6 * 40 * 2
     assert run["status"] == "FAILED" and "lost the job lease" in run["error_message"]
     assert lock["locked_by"] == "thief:1:x", "the run must not release a lease it no longer holds"
+
+
+def test_a_worker_closes_dead_runs_when_it_starts(
+    database_url: str, simulator: Any, pg: psycopg.Connection[Any]
+) -> None:
+    from enrolment_sync.demo import ops_query
+
+    pg.execute("alter table run_log alter column id restart with 509")  # a run id that looks like a 5xx status
+    pg.execute(
+        "insert into run_log (trigger_type, status, category_id, worker_id)"
+        " values ('SCHEDULER', 'RUNNING', 303, 'gone-host:1:dead')"
+    )
+    settings = make_settings(database_url, simulator.base_url)
+    with Worker(settings, database_url):
+        pass  # starting is enough
+    run = pg.execute("select * from run_log where id = 509").fetchone()
+    assert run["status"] == "FAILED" and run["error_group"] == "UNKNOWN" and "abandoned" in run["error_message"]
+    assert run["created_alerts"] == 1
+    assert [(g["error_group"], g["cnt"]) for g in pg.execute(ops_query("3-3"))] == [("OTHER", 1)]
+    joined = pg.execute(ops_query("4-4")).fetchall()
+    assert [(j["run_id"], j["error_group"]) for j in joined] == [(509, "UNKNOWN")]

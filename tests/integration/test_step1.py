@@ -246,3 +246,31 @@ def test_changed_alert_cooldown_counts_repeats(database_url: str, simulator: Any
     assert alerts[0]["detail"]["changed_fields"][0] == "status_msg"  # the first change stays as it was ...
     assert alerts[0]["detail"]["latest"]["after"]["status"] == "CANCELLED"  # ... and the repeat is kept beside it
     assert alerts[1]["severity"] == "medium" and alerts[1]["run_id"] == after["run_id"]
+
+
+def test_empty_category_and_empty_courses(database_url: str, pg: psycopg.Connection[Any]) -> None:
+    for courses, users in ((0, 0), (2, 0)):
+        with RunningSimulator(SimulatorConfig(courses=courses, users=users)) as sim:
+            settings = make_settings(database_url, sim.base_url)
+            with Worker(settings, database_url) as w:
+                answer = w.sync(STEP1)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["summary"] == {
+            "categories_processed": 1,
+            "courses_processed": courses,
+            "status_rows_processed": 0,
+            "details_processed": 0,
+            "source_records_upserted": 0,
+            "new_records": 0,
+            "changed_records": 0,
+            "created_alerts": 0,
+        }
+    assert pg.execute("select count(*) as n from source_record").fetchone()["n"] == 0
+
+
+def test_unknown_category_is_a_4xx_failure(worker: Worker, pg: psycopg.Connection[Any]) -> None:
+    answer = worker.sync({"category_id": 999})
+    assert answer.status_code == 502
+    body = answer.json()
+    assert body["error_group"] == "HTTP_4XX" and body["http_status_code"] == 404
+    assert "/api/v1/categories/999" in body["error"]

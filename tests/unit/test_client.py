@@ -281,3 +281,43 @@ def test_error_body_is_compacted_so_3_3_files_it_right() -> None:
         run(go())
     assert "course 509 is closed" in str(info.value)  # the original words are kept ...
     assert classify_exception(info.value).group == "HTTP_4XX"
+
+
+def test_concurrent_401s_renew_the_token_once() -> None:
+    valid = {"t2"}
+
+    def data(request: httpx.Request) -> httpx.Response:
+        if request.headers["authorization"].removeprefix("Bearer ") not in valid:
+            return httpx.Response(401, json={"error": "invalid_token"})
+        return httpx.Response(200, json={"user_id": "u1", "course_id": 1})
+
+    upstream = Upstream(data)  # issues t1 first (already expired upstream), then t2, t3, ...
+
+    async def go() -> int:
+        async with make_client(upstream, max_concurrency=8) as client:
+            await asyncio.gather(*(client.get_enrolment_detail(1, f"u{i}") for i in range(8)))
+            return client.stats.token_renewals
+
+    assert run(go()) == 1
+    assert upstream.tokens_issued == 2
+
+
+def test_retry_after_holds_back_requests_already_waiting_for_a_slot() -> None:
+    answers = iter([429] + [200] * 10)
+
+    def data(request: httpx.Request) -> httpx.Response:
+        if next(answers) == 429:
+            return httpx.Response(429, headers={"Retry-After": "3"}, json={"error": "rate_limited"})
+        return httpx.Response(200, json={"user_id": "u1", "course_id": 1})
+
+    sleeps: list[float] = []
+
+    async def go() -> None:
+        async with make_client(Upstream(data), sleeps, max_concurrency=1) as client:
+            await asyncio.gather(*(client.get_enrolment_detail(1, f"u{i}") for i in range(4)))
+
+    run(go())
+    # the retry waits 3 s, and so does each of the three requests that were queued for the slot when the 429
+    # came (the fake sleep returns at once, so the pause never runs out): checked before taking a slot, they
+    # would have gone out at once
+    assert len([s for s in sleeps if s > 2]) >= 4

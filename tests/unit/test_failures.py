@@ -78,3 +78,31 @@ def test_lock_conflict_text_never_holds_409_between_spaces() -> None:
     text = str(LockConflict("job_lock active: held by h:1 (run_id=409)"))
     assert " 409 " not in text
     assert classify_exception(LockConflict(text)).severity == "low"
+
+
+@pytest.mark.parametrize(
+    ("group", "message"),
+    [
+        ("HTTP_4XX", 'upstream HTTP 403 Forbidden on GET /x: {"detail":"course 509 closed"}'),
+        ("HTTP_4XX", 'upstream HTTP 403 Forbidden on GET /x: {"detail":"run 409 of 5 x y timeout"}'),
+        ("HTTP_5XX", 'upstream HTTP 503 Service Unavailable on GET /x: {"detail":"retry 409 later"}'),
+        ("TIMEOUT", "upstream timeout: no answer within 5s on GET /courses/ 512 /x"),
+        ("UNKNOWN", "run_id 409 lost the job lease 500 times, timeout"),
+        ("LOCK_CONFLICT", "job_lock active: held by host 409 until 599 timeout"),
+        ("HTTP_409", "upstream HTTP 409 Conflict on GET /x: course 512 busy"),
+    ],
+)
+def test_texts_are_fitted_so_3_3_agrees_with_the_worker(group: str, message: str) -> None:
+    from enrolment_sync.failures import fit_for_ops_query
+
+    fitted = fit_for_ops_query(message, ErrorGroup(group))
+    expected = "OTHER" if group in {"HTTP_4XX", "UNKNOWN"} else group
+    assert ops_query_group(fitted) == expected
+    assert fitted.replace("\u00a0", " ").replace("time-out", "timeout") == message  # the same words
+
+
+def test_a_fitting_text_is_left_alone() -> None:
+    from enrolment_sync.failures import fit_for_ops_query
+
+    text = "upstream HTTP 503 Service Unavailable on GET /api/v1/courses/9001/enrolments?page=1: {}"
+    assert fit_for_ops_query(text, ErrorGroup.HTTP_5XX) == text

@@ -123,3 +123,25 @@ def test_capped_course_never_reports_vanished() -> None:
 def test_change_severity(before: dict[str, Any], after: dict[str, Any], severity: str, fields: list[str]) -> None:
     assert change_severity(before, after) == severity
     assert changed_fields(before, after) == fields
+
+
+def test_a_learner_listed_twice_is_kept_once_the_later_copy_winning() -> None:
+    from enrolment_sync.records import dedupe_rows
+
+    older = {**ROW, "status": "ENROLLED", "update_time": "2026-11-20T10:00:00+09:00"}
+    newer = {**ROW, "status": "IN_PROGRESS", "update_time": "2026-11-20T11:00:00+09:00"}
+    other = {**ROW, "user_id": "u000124"}
+    pairs = [(raw, parse_status_row(raw, 9001)) for raw in (newer, other, older)]
+    kept, dropped = dedupe_rows(pairs)
+    assert dropped == 1
+    assert [(raw["user_id"], raw["status"]) for raw, _ in kept] == [
+        ("u000123", "IN_PROGRESS"),
+        ("u000124", "IN_PROGRESS"),
+    ]
+
+
+def test_a_detail_of_another_learner_is_refused() -> None:
+    from enrolment_sync.records import parse_detail
+
+    with pytest.raises(UpstreamDataError, match="course 9001 user u000123 names course_id 9001 user_id u999999"):
+        parse_detail({"user_id": "u999999", "course_id": 9001}, 9001, "u000123")

@@ -276,11 +276,12 @@ class KvcaClient:
         attempts: int,
     ) -> Answer | None:
         target = path if not params else f"{path}?{urlencode(params)}"
+        token: str | None = None
         for renewal in (False, True):
             headers = {}
-            token = None
             if authed:
-                token = await self._ensure_token(stale=self._token if renewal else None)
+                # on renewal, name the token that got the 401: concurrent 401s then renew it only once
+                token = await self._ensure_token(stale=token if renewal else None)
                 headers["Authorization"] = f"Bearer {token}"
             response = await self._send(method, path, target, params, json_body, headers)
             if response.status_code == 401 and authed and not renewal:
@@ -297,10 +298,11 @@ class KvcaClient:
         json_body: dict[str, Any] | None,
         headers: dict[str, str],
     ) -> Answer:
-        pause = self._paused_until - time.monotonic()
-        if pause > 0:
-            await self._sleep(pause)
         async with self._slots:
+            # checked once a slot is ours, so requests queued for a slot also wait out a 429's Retry-After
+            pause = self._paused_until - time.monotonic()
+            if pause > 0:
+                await self._sleep(pause)
             self.stats.requests += 1
             try:
                 response = await self._wire.request(method, path, params=params, json_body=json_body, headers=headers)

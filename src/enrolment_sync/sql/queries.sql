@@ -24,10 +24,10 @@ where job_name = %(job_name)s and lock_expires_at <= now()
 returning job_name;
 
 -- lock_renew --
--- Extend our own lease; no row means it was lost (expired and taken over).
+-- Extend our own live lease; no row means it was lost (it expired, and may have been taken over).
 update job_lock
 set lock_expires_at = now() + make_interval(secs => %(ttl_s)s), renewed_at = now()
-where job_name = %(job_name)s and run_id = %(run_id)s and locked_by = %(locked_by)s
+where job_name = %(job_name)s and run_id = %(run_id)s and locked_by = %(locked_by)s and lock_expires_at > now()
 returning lock_expires_at;
 
 -- lock_release --
@@ -48,32 +48,38 @@ returning id;
 update job_lock set run_id = %(run_id)s where job_name = %(job_name)s and locked_by = %(locked_by)s;
 
 -- run_finish --
--- Close a run with its totals (SUCCESS or FAILED).
+-- Close a run with its totals (SUCCESS or FAILED); no row if it was closed meanwhile as abandoned.
 update run_log
 set status = %(status)s, total_records = %(total_records)s, new_records = %(new_records)s,
     changed_records = %(changed_records)s, created_alerts = %(created_alerts)s, summary = %(summary)s,
     error_message = %(error_message)s, error_group = %(error_group)s, http_status_code = %(http_status_code)s,
     finished_at = %(now)s, updated_at = %(now)s
-where id = %(run_id)s;
+where id = %(run_id)s and status = 'RUNNING'
+returning id;
 
 -- run_add_alerts --
 -- Count alerts created for a run after it was closed (a lock conflict's FAILED alert).
 update run_log set created_alerts = created_alerts + %(count)s, updated_at = %(now)s where id = %(run_id)s;
 
--- run_close_abandoned --
--- Close RUNNING rows of this job that no live lease vouches for (their worker died).
-update run_log r
-set status = 'FAILED', error_group = 'UNKNOWN', finished_at = %(now)s, updated_at = %(now)s,
-    error_message = 'abandoned: the worker ' || coalesce(r.worker_id, '?')
-        || ' stopped without closing this run (lease expired, run closed by ' || %(closed_by)s || ')'
+-- run_abandoned --
+-- RUNNING rows of this job that no live lease vouches for (their worker died), locked for closing.
+select r.id, r.worker_id, r.category_id, r.started_at
+from run_log r
 where r.job_name = %(job_name)s
   and r.status = 'RUNNING'
   and (%(run_id)s::bigint is null or r.id = %(run_id)s)
   and not exists (
       select 1 from job_lock l
       where l.job_name = r.job_name and l.run_id = r.id and l.lock_expires_at > now())
-returning r.id, r.category_id, r.started_at;
+order by r.id
+for update of r skip locked;
 
+-- run_close_abandoned --
+-- Close one abandoned run as FAILED (UNKNOWN), counting its FAILED alert if one was created.
+update run_log
+set status = 'FAILED', error_group = 'UNKNOWN', error_message = %(error_message)s,
+    created_alerts = created_alerts + %(created_alerts)s, finished_at = %(now)s, updated_at = %(now)s
+where id = %(run_id)s and status = 'RUNNING';
 -- run_categories_seen --
 -- Every category this job ever ran for, with its last success (staleness check).
 select category_id, max(finished_at) filter (where status = 'SUCCESS') as last_success_at,
