@@ -101,6 +101,21 @@ def test_429_and_5xx_back_off_and_the_batch_still_lands(
     assert quota is not None  # the shared bucket exists (and was drained by the 429)
 
 
+def test_an_append_that_landed_but_answered_503_is_not_repeated(
+    pg: psycopg.Connection[Any], database_url: str, fake_sheets: RunningFakeSheets
+) -> None:
+    enqueue_sheet(pg, 5)
+    fake_sheets.state.fail_after_apply("values.append", 503)
+    settings = outbox_settings(database_url, fake_sheets, outbox_backoff_base_seconds=0, outbox_backoff_max_seconds=0)
+
+    counters = drain(settings, database_url, only="sheet")
+
+    assert counters.sheet_retried == 5  # the batch failed once, and was written on its next attempt ...
+    assert statuses(pg) == {"DONE": 5}
+    keys = fake_sheets.state.keys(TITLE)
+    assert len(keys) == 5 and len(set(keys)) == 5  # ... by updating the rows the first append had added
+
+
 def test_an_api_that_keeps_failing_backs_off_then_parks_the_messages_with_an_alert(
     pg: psycopg.Connection[Any], database_url: str, fake_sheets: RunningFakeSheets
 ) -> None:
@@ -156,8 +171,10 @@ def test_two_consumers_in_parallel_process_each_message_once(
     for c in consumers:
         fast_google(c)
     results: list[Any] = [None, None]
+    both_ready = threading.Barrier(2)
 
     def go(i: int) -> None:
+        both_ready.wait(timeout=30)  # start together, so each really competes for the 20 batches
         results[i] = run(consumers[i], settings, once=True, stop=stops[i])
 
     threads = [threading.Thread(target=go, args=(i,)) for i in range(2)]

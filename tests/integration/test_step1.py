@@ -118,7 +118,9 @@ def test_typed_columns_and_unknown_fields_kept(worker: Worker, pg: psycopg.Conne
 
 
 def test_concurrent_requests_one_runs_rest_409(database_url: str, pg: psycopg.Connection[Any]) -> None:
-    with RunningSimulator(SimulatorConfig(courses=1, users=89, latency_ms=20)) as sim:
+    # 89 details at 8 in flight and 60 ms each: the first run lasts about 0.7 s, far longer than the others take
+    # to arrive
+    with RunningSimulator(SimulatorConfig(courses=1, users=89, latency_ms=60)) as sim:
         settings = make_settings(database_url, sim.base_url)
         with Worker(settings, database_url) as w, concurrent.futures.ThreadPoolExecutor(6) as pool:
             answers = list(pool.map(lambda _: w.sync(STEP1), range(6)))

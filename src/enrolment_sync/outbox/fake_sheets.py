@@ -158,6 +158,7 @@ class Fault:
     endpoint: str | None = None
     retry_after: int | None = None
     stall_after_s: float | None = None  # apply the call, then hold the answer this long
+    apply_first: bool = False  # apply the call, then answer the error anyway (an ambiguous failure)
 
 
 class FakeSheetsState:
@@ -191,6 +192,11 @@ class FakeSheetsState:
         with self._lock:
             self.release.clear()
             self.faults.append(Fault(200, count, None, endpoint, None, seconds))
+
+    def fail_after_apply(self, endpoint: str, status: int = 503, *, count: int = 1) -> None:
+        """Apply the next `count` calls of `endpoint`, then answer `status` as if they had failed."""
+        with self._lock:
+            self.faults.append(Fault(status, count, None, endpoint, None, None, apply_first=True))
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -427,6 +433,9 @@ def create_app(state: FakeSheetsState | None = None) -> Starlette:
             else:
                 raise ApiError(404, f"Method not found: {method} /v4/spreadsheets/{rest}")
             fault = state.take_fault(kind, endpoint)
+            if fault is not None and fault.apply_first:
+                call(await _json(request) if method in ("POST", "PUT") else {})
+                raise ApiError(fault.status, GOOGLE_MESSAGE.get(fault.status, "Injected fault."))
             if fault is not None and fault.stall_after_s is None:
                 headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
                 raise ApiError(fault.status, GOOGLE_MESSAGE.get(fault.status, "Injected fault."), headers)

@@ -155,8 +155,13 @@ class GoogleSheetTarget:
         self._titles: set[str] | None = None
         self.location = f"Google Sheet {spreadsheet_id}"
 
-    def _call(self, kind: str, what: str, fn: Callable[[], Any]) -> Any:
-        """One API call under the quota, retried on 429 / 5xx / transport errors with backoff and jitter."""
+    def _call(self, kind: str, what: str, fn: Callable[[], Any], *, idempotent: bool = True) -> Any:
+        """One API call under the quota, retried on 429 / 5xx / transport errors with backoff and jitter.
+
+        A call that is not idempotent (an append) is retried in place only on 429, which Google answers
+        before doing anything; after a 5xx or a lost answer it may have landed, so the batch fails instead
+        and its retry reads the sheet again before writing.
+        """
         for attempt in range(1, self.retries + 2):
             self.quota.acquire(kind)
             self.calls[kind] += 1
@@ -174,6 +179,8 @@ class GoogleSheetTarget:
                 text = f"Sheets API {what}: HTTP {status}: {exc.error.get('message')}"
             except requests.RequestException as exc:
                 error, wait, text = exc, None, f"Sheets API {what}: {type(exc).__name__}: {exc}"
+            if not idempotent and not (isinstance(error, APIError) and error.response.status_code == 429):
+                raise SheetsError(f"{text} (it may have landed: not repeated in place)") from error
             if attempt > self.retries:
                 raise SheetsError(text) from error
             delay = wait if wait is not None else min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
@@ -217,6 +224,7 @@ class GoogleSheetTarget:
             "write",
             "values.append",
             lambda: self.http.values_append(self.spreadsheet_id, a1(title, "A1"), params, {"values": new_rows}),
+            idempotent=False,
         )
 
     def write(self, rows: Rows, guard: Guard) -> WriteReport:

@@ -96,7 +96,8 @@ select source_type, source_id, content_hash, missing_since is not null as missin
        payload ->> 'gc_date' as gc_date, payload ->> 'sjc_date' as sjc_date,
        payload ->> 'update_time' as update_time
 from source_record
-where category_id = %(category_id)s and course_id = %(course_id)s;
+where category_id = %(category_id)s and course_id = %(course_id)s
+  and source_id = category_id || ':' || course_id || ':' || user_id;  -- final keys only (see migrate-keys)
 
 -- records_upsert --
 -- Store new and changed records in one statement; an unchanged row is never rewritten.
