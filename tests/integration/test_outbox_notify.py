@@ -205,3 +205,34 @@ def test_a_stale_alert_reaches_the_channels(
     assert f"알림 id: {row['id']}" in got[0]["message"]
     queued = pg.execute("select kind, dedupe_key, category_id from notification_outbox").fetchone()
     assert queued == {"kind": "STALE_ALERT", "dedupe_key": f"stale-alert:{row['id']}", "category_id": 303}
+
+
+def test_a_notification_whose_lease_was_taken_during_the_batch_is_not_delivered_twice(
+    pg: psycopg.Connection[Any], database_url: str
+) -> None:
+    from enrolment_sync.outbox.messages import Message
+
+    run_id = insert_run(pg, status="FAILED")
+    for group in ("HTTP_5XX", "TIMEOUT", "UNKNOWN"):
+        failed_alert(pg, run_id, group=group)
+    sent: list[str] = []
+
+    class SlowChannel:
+        """The first delivery takes so long that another consumer takes over the rest of the batch."""
+
+        def send(self, url: str, message: Message) -> bool:
+            if not sent:
+                pg.execute(
+                    "update notification_outbox set locked_by = 'other-consumer'"
+                    " where status = 'PROCESSING' and id <> (select min(id) from notification_outbox)"
+                )
+            sent.append(message.title)
+            return True
+
+    settings = outbox_settings(database_url, None, notify_urls="json://127.0.0.1:9/unused")
+    drain(settings, database_url, only="notify", channels=SlowChannel())
+
+    assert len(sent) == 1, sent
+    rows = pg.execute("select status, locked_by from notification_outbox order by id").fetchall()
+    assert rows[0]["status"] == "DONE"
+    assert [r["locked_by"] for r in rows[1:]] == ["other-consumer", "other-consumer"]

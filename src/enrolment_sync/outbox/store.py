@@ -102,6 +102,9 @@ class OutboxStore:
     def renew_sheet(self, ids: Sequence[int]) -> set[int]:
         return {r["id"] for r in self._all("outbox_sheet_renew", self._mine(ids=list(ids)))}
 
+    def renew_notifications(self, ids: Sequence[int]) -> set[int]:
+        return {r["id"] for r in self._all("outbox_notification_renew", self._mine(ids=list(ids)))}
+
     def sheet_done(self, ids: Sequence[int]) -> tuple[list[int], int]:
         """Mark written messages done and queue their (run, category) digests, in one transaction."""
         try:

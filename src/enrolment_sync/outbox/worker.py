@@ -244,6 +244,12 @@ class NotifyConsumer:
                 self.store.notification_defer(rest, delay_s=0)
                 self.counters.released += len(rest)
                 break
+            # each delivery may block for a channel's timeout: renew the lease on the rest of the batch first,
+            # and skip a message whose lease already ran out (another consumer may be delivering it)
+            still = self.store.renew_notifications([n.id for n in claimed[number:]])
+            if note.id not in still:
+                log.warning("notification lease lost before delivery, skipped", id=note.id)
+                continue
             handled += int(self._one(note))
         return handled
 

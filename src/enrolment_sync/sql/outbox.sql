@@ -42,6 +42,14 @@ set locked_until = now() + make_interval(secs => %(lease_s)s),
 where id = any(%(ids)s) and locked_by = %(consumer)s and status = 'PROCESSING'
 returning id;
 
+-- outbox_notification_renew --
+-- Extend our lease on claimed notifications; returns the ids still ours.
+update notification_outbox
+set locked_until = now() + make_interval(secs => %(lease_s)s),
+    next_attempt_at = now() + make_interval(secs => %(lease_s)s), updated_at = now()
+where id = any(%(ids)s) and locked_by = %(consumer)s and status = 'PROCESSING'
+returning id;
+
 -- outbox_sheet_done --
 -- Mark written messages done (only those still leased to us).
 update sheet_outbox
