@@ -164,6 +164,23 @@ class SyncEngine:
         courses = await self.client.list_courses(category_id)
         self.progress("courses", {"category_id": category_id, "courses": len(courses)})
         await _all_or_first_error([self._course(category_id, course, cap) for course in courses])
+        await self._mark_dropped_courses(category_id, [int(c["id"]) for c in courses])
+
+    async def _mark_dropped_courses(self, category_id: int, course_ids: list[int]) -> None:
+        """A course no longer listed in its category: its learners' records are marked missing, not deleted."""
+        async with self.db.transaction() as conn:
+            if self.fence is not None:
+                await self.fence(conn)
+            rows = await db.fetch_all(
+                conn,
+                "records_mark_missing_outside",
+                {"category_id": category_id, "course_ids": course_ids, "now": self.clock.now()},
+            )
+        keys = sorted({r["source_id"] for r in rows})
+        if keys:
+            self.summary.records_written += len(rows)
+            self.summary.vanished_count += len(keys)
+            self.summary.vanished_records = (self.summary.vanished_records + keys)[:MAX_LISTED]
 
     async def _course(self, category_id: int, course: dict[str, Any], cap: int) -> None:
         try:

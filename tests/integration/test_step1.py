@@ -276,3 +276,21 @@ def test_unknown_category_is_a_4xx_failure(worker: Worker, pg: psycopg.Connectio
     body = answer.json()
     assert body["error_group"] == "HTTP_4XX" and body["http_status_code"] == 404
     assert "/api/v1/categories/999" in body["error"]
+
+
+def test_a_course_dropped_from_its_category_is_marked_missing(database_url: str, pg: psycopg.Connection[Any]) -> None:
+    with RunningSimulator(SimulatorConfig(courses=2, users=10)) as sim:
+        settings = make_settings(database_url, sim.base_url)
+        with Worker(settings, database_url) as w:
+            assert w.sync(STEP1).json()["summary"]["courses_processed"] == 2
+            dropped = sim.state.course_ids(303)[1]
+            sim.state.unlist_course(dropped)
+            body = w.sync(STEP1).json()
+    assert body["summary"]["courses_processed"] == 1
+    assert body["report"]["vanished_records"] == 10
+    rows = pg.execute(
+        "select course_id, count(*) filter (where missing_since is not null) as missing, count(*) as n"
+        " from source_record group by course_id order by course_id"
+    ).fetchall()
+    assert [(r["missing"], r["n"]) for r in rows] == [(0, 20), (20, 20)]
+    assert rows[1]["course_id"] == dropped

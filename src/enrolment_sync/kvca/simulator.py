@@ -493,6 +493,14 @@ class SimulatorState:
                 detail["update_time"] = _iso(now)
             return dict(detail)
 
+    def unlist_course(self, course_id: int) -> None:
+        """The course leaves its category's course list (its own endpoints keep answering)."""
+        with self._lock:
+            self._course(course_id)
+            for ids in self.category_courses.values():
+                if course_id in ids:
+                    ids.remove(course_id)
+
     def remove_enrolment(self, course_id: int, user_id: str) -> None:
         """The learner leaves the course: the row disappears and the detail answers 404."""
         with self._lock:
@@ -942,6 +950,10 @@ def create_app(config: SimulatorConfig | None = None) -> FastAPI:
         state.remove_enrolment(*_course_user(data))
         return None
 
+    def _unlist_course(data: dict[str, Any]) -> Any:
+        state.unlist_course(int(data["course_id"]))
+        return None
+
     def _remove_detail(data: dict[str, Any]) -> Any:
         state.remove_detail_only(*_course_user(data))
         return None
@@ -1003,6 +1015,7 @@ def create_app(config: SimulatorConfig | None = None) -> FastAPI:
         "/_control/enrolments/update": _update,
         "/_control/enrolments/update-detail": _update_detail,
         "/_control/enrolments/remove": _remove,
+        "/_control/courses/unlist": _unlist_course,
         "/_control/enrolments/add": _add,
         "/_control/enrolments/remove-detail-only": _remove_detail,
         "/_control/faults": _fault,

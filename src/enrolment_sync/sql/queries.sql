@@ -124,6 +124,14 @@ set missing_since = %(now)s, updated_at = %(now)s
 where category_id = %(category_id)s and course_id = %(course_id)s
   and source_id = any(%(source_ids)s) and missing_since is null;
 
+-- records_mark_missing_outside --
+-- Mark (never delete) the records of courses no longer listed in their category.
+update source_record
+set missing_since = %(now)s, updated_at = %(now)s
+where category_id = %(category_id)s and course_id <> all(%(course_ids)s::bigint[]) and missing_since is null
+  and source_id = category_id || ':' || course_id || ':' || user_id
+returning source_id;
+
 -- alerts_raise --
 -- Raise alerts, one per key, unless an open alert of the same key was created inside the cooldown:
 -- then count the repeat on it instead. Returns one row per input key: created or suppressed.
