@@ -56,6 +56,7 @@ class KeyMigrationReport:
     merged_kept_old_content: int = 0  # of those, how many had the later content (the old row's content won)
     alerts_repointed: int = 0
     sheet_messages_repointed: int = 0
+    sheet_messages_superseded: int = 0  # of those, closed because a newer message for the enrolment exists
     left: list[LeftRecord] = field(default_factory=list)
     alerts_left: int = 0  # CHANGED alerts still under a two-part key afterwards
     sheet_messages_left: int = 0  # undelivered sheet messages still under a two-part key afterwards
@@ -103,7 +104,10 @@ def migrate_keys(conn: psycopg.Connection[Any], *, dry_run: bool) -> KeyMigratio
             cur.execute(db.query("keys_repoint_alerts"))
             report.alerts_repointed = cur.rowcount
             cur.execute(db.query("keys_repoint_sheet"))
-            report.sheet_messages_repointed = cur.rowcount
+            repointed = [r[0] if isinstance(r, tuple) else r["id"] for r in cur.fetchall()]
+            report.sheet_messages_repointed = len(repointed)
+            cur.execute(db.query("keys_supersede_sheet"), {"ids": repointed})
+            report.sheet_messages_superseded = cur.rowcount
             cur.execute(db.query("keys_move"))
             if cur.rowcount != report.moved:
                 raise DatabaseError(f"planned to move {report.moved} records, moved {cur.rowcount}")
@@ -131,6 +135,7 @@ def render(report: KeyMigrationReport, console: Console) -> None:
     table.add_row("  of which the old row had the later content", str(report.merged_kept_old_content))
     table.add_row("CHANGED alerts re-pointed", str(report.alerts_repointed))
     table.add_row("pending sheet messages re-pointed", str(report.sheet_messages_repointed))
+    table.add_row("  of which superseded by a newer one", str(report.sheet_messages_superseded))
     for problem, count in report.left_by_problem().items():
         kind = "ambiguous" if problem in AMBIGUOUS else "cannot migrate"
         table.add_row(f"left untouched ({kind}: {problem})", str(count))

@@ -327,3 +327,27 @@ def test_the_command_reports_as_json_and_dry_run_is_honoured(cli_env: str, pg: p
     assert table.exit_code == 0, table.output
     assert "nothing to do" in table.stdout
     assert "payload_course_mismatch" in table.stdout
+
+
+def test_sheet_messages_in_a_live_consumers_hands_or_older_than_a_new_one_are_not_replayed(
+    database_url: str, pg: psycopg.Connection[Any]
+) -> None:
+    record(pg, "303:u1", course_id=9001, user_id="u1")
+    record(pg, "303:u2", course_id=9001, user_id="u2")
+    stale = sheet(pg, "303:u1", 9001)  # queued under the old key, still pending ...
+    newer = sheet(pg, "303:9001:u1", 9001, status="DONE")  # ... while the new key's message was delivered
+    held = sheet(pg, "303:u2", 9001, status="PROCESSING")
+    pg.execute(
+        "update sheet_outbox set locked_by = 'consumer-a', locked_until = now() + interval '2 minutes' where id = %s",
+        (held,),
+    )
+
+    report = run(database_url, dry_run=False)
+
+    assert (report.sheet_messages_repointed, report.sheet_messages_superseded) == (1, 1)
+    assert report.sheet_messages_left == 1  # the one a live consumer holds: left for a later run
+    rows = {r["id"]: r for r in pg.execute("select id, source_id, status, last_error from sheet_outbox")}
+    assert (rows[stale]["source_id"], rows[stale]["status"]) == ("303:9001:u1", "DONE")
+    assert "superseded" in rows[stale]["last_error"]
+    assert rows[newer]["status"] == "DONE"
+    assert (rows[held]["source_id"], rows[held]["status"]) == ("303:u2", "PROCESSING")

@@ -19,6 +19,7 @@ from tests.outbox_fixtures import (
     fast_google,
     outbox_settings,
 )
+from tests.waiting import wait_for
 
 __all__ = ["fake_sheets"]
 TITLE = "category_303"
@@ -139,9 +140,33 @@ def test_an_api_that_keeps_failing_backs_off_then_parks_the_messages_with_an_ale
     alert = pg.execute("select * from alert where alert_type = 'DEAD_LETTER'").fetchone()
     assert alert is not None and alert["severity"] == "high" and alert["detail"]["count"] == 4
     note = pg.execute("select * from notification_outbox where kind = 'DEAD_MESSAGE'").fetchone()
-    assert note is not None and note["dedupe_key"] == f"dead-letter:{alert['id']}"
+    assert note is not None and note["alert_id"] == alert["id"] and note["payload"]["count"] == 4
+    assert pg.execute("select bool_and(dead_alerted) as a from sheet_outbox").fetchone() == {"a": True}
     # dead messages are not retried
     assert drain(settings, database_url, only="sheet").sheet_done == 0
+
+
+def test_every_dead_batch_is_announced_even_inside_the_cooldown_and_after_a_crash(
+    pg: psycopg.Connection[Any], database_url: str, fake_sheets: RunningFakeSheets
+) -> None:
+    settings = outbox_settings(database_url, fake_sheets, outbox_max_attempts=1)
+    fake_sheets.state.add_fault(503, -1, endpoint="values.append")
+    enqueue_sheet(pg, 3)
+    drain(settings, database_url, only="sheet")  # first batch dead: alert created, notice queued
+    enqueue_sheet(pg, 2, start=10)
+    drain(settings, database_url, only="sheet")  # second batch dead inside the cooldown: counted, and announced
+    # a consumer that died after parking but before announcing: the next sweep announces it
+    enqueue_sheet(pg, 1, start=20)
+    pg.execute("update sheet_outbox set status = 'DEAD', last_error = 'crashed' where status = 'PENDING'")
+    drain(settings, database_url, only="sheet")
+
+    alerts = pg.execute("select occurrences, detail from alert where alert_type = 'DEAD_LETTER'").fetchall()
+    assert len(alerts) == 1 and alerts[0]["occurrences"] == 3
+    notes = pg.execute(
+        "select payload->>'count' as n from notification_outbox where kind = 'DEAD_MESSAGE' order by id"
+    ).fetchall()
+    assert [r["n"] for r in notes] == ["3", "2", "1"]
+    assert pg.execute("select count(*) as n from sheet_outbox where not dead_alerted").fetchone() == {"n": 0}
 
 
 def test_a_learner_with_an_older_open_message_waits_for_it(
@@ -212,3 +237,24 @@ def test_without_google_settings_rows_go_to_a_local_workbook_per_category(
     assert [r[0] for r in rows[1:]] == ["303:9001:u000001", "303:9001:u000002", "303:9001:u000003"]
     assert rows[2][STATUS] == "FAILED"
     assert not list((tmp_path / "sheets").glob(".*.xlsx"))  # no temporary file left behind
+
+
+def test_a_batch_whose_lease_was_taken_during_a_slow_call_writes_nothing(
+    pg: psycopg.Connection[Any], database_url: str, fake_sheets: RunningFakeSheets
+) -> None:
+    settings = outbox_settings(database_url, fake_sheets)
+    enqueue_sheet(pg, 3)
+    drain(settings, database_url, only="sheet")
+    before = fake_sheets.state.rows(TITLE)
+    enqueue_sheet(pg, 3, run_id=2, change="CHANGED", status="CANCELLED")
+    fake_sheets.state.stall_after("values.batchGet")  # the read that precedes every write, held
+    worker = threading.Thread(target=lambda: drain(settings, database_url, only="sheet"))
+    worker.start()
+    wait_for(lambda: fake_sheets.state.stalled >= 1, what="the consumer to be inside its read")
+    pg.execute("update sheet_outbox set locked_by = 'other-consumer' where status = 'PROCESSING'")  # taken over
+    fake_sheets.state.clear_faults()  # the read answers now
+    worker.join(timeout=60)
+
+    assert fake_sheets.state.rows(TITLE) == before, "a consumer that lost its lease must not write"
+    rows = pg.execute("select status, locked_by from sheet_outbox where run_id = 2").fetchall()
+    assert {(r["status"], r["locked_by"]) for r in rows} == {("PROCESSING", "other-consumer")}

@@ -153,6 +153,7 @@ class GoogleSheetTarget:
         self.retries = retries
         self.calls: Counter[str] = Counter()
         self._titles: set[str] | None = None
+        self._guard: Guard | None = None  # set for the duration of write(): renews our lease before each write call
         self.location = f"Google Sheet {spreadsheet_id}"
 
     def _call(self, kind: str, what: str, fn: Callable[[], Any], *, idempotent: bool = True) -> Any:
@@ -164,6 +165,8 @@ class GoogleSheetTarget:
         """
         for attempt in range(1, self.retries + 2):
             self.quota.acquire(kind)
+            if kind == "write" and self._guard is not None:
+                self._guard()  # the quota wait or a backoff may have outlasted our lease: prove it first
             self.calls[kind] += 1
             self.calls[what] += 1
             try:
@@ -228,6 +231,13 @@ class GoogleSheetTarget:
         )
 
     def write(self, rows: Rows, guard: Guard) -> WriteReport:
+        self._guard = guard
+        try:
+            return self._write(rows)
+        finally:
+            self._guard = None
+
+    def _write(self, rows: Rows) -> WriteReport:
         titles = {category_id: sheet_title(category_id) for category_id in rows}
         self._ensure_tabs(sorted(titles.values()))
         ranges = [a1(titles[c], "A:A") for c in rows]
@@ -257,8 +267,7 @@ class GoogleSheetTarget:
                 "write", "values.batchUpdate", lambda: self.http.values_batch_update(self.spreadsheet_id, body=body)
             )
         for title, new_rows in appends:
-            guard()  # appending is the one step a second writer of the same rows could duplicate
-            self._append(title, new_rows)
+            self._append(title, new_rows)  # guarded in _call, like every write
             report.appended += len(new_rows)
         return report
 

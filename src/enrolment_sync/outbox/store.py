@@ -20,6 +20,7 @@ from .. import db
 from ..errors import DatabaseError
 
 log = structlog.get_logger(__name__)
+DEAD_IDS_LISTED = 50  # how many dead message ids an alert lists before it only counts
 
 
 @dataclass(frozen=True)
@@ -196,30 +197,72 @@ class OutboxStore:
         rows = self._all("outbox_alert_get", {"alert_id": alert_id})
         return rows[0] if rows else None
 
-    def raise_dead_letter(self, spec: dict[str, Any], *, cooldown_s: float) -> tuple[int, bool]:
-        """Raise (or count the repeat of) a DEAD_LETTER alert; returns (alert id, created).
-
-        The same named queries as alerts.raise_alerts, serialised per key, in one transaction.
-        """
+    def announce_dead(self, queue: str, *, cooldown_s: float, max_attempts: int, limit: int = 1000) -> int:
+        """Announce dead messages not announced yet, in one transaction: per queue and category (sheet) or kind
+        (notification), a DEAD_LETTER alert (the cooldown counts repeats on the open one) and one notification,
+        then mark them announced. Returns how many alerts were created."""
+        prefix = "outbox_sheet" if queue == "sheet_outbox" else "outbox_notification"
         now = dt.datetime.now(dt.UTC)
-        key = f"DEAD_LETTER:{spec['source_type']}:{spec['source_id']}"
+        created = 0
         try:
             conn = self.conn()
             with conn.transaction():
-                conn.execute(db.query("alerts_key_lock"), {"key": key})
-                rows = conn.execute(
-                    db.query("alerts_raise"),
-                    {
-                        "alerts": Jsonb([spec]),
-                        "alert_type": "DEAD_LETTER",
-                        "run_id": spec["detail"].get("run_id"),
-                        "now": now,
-                        "cooldown_s": cooldown_s,
-                    },
-                ).fetchall()
+                dead = conn.execute(db.query(f"{prefix}_dead_unalerted"), {"limit": limit}).fetchall()
+                groups: dict[str, list[dict[str, Any]]] = {}
+                for row in dead:
+                    groups.setdefault(str(row["what"]), []).append(row)
+                for what, rows in groups.items():
+                    label = f"category {what}" if queue == "sheet_outbox" else what
+                    ids = [int(r["id"]) for r in rows]
+                    last_error = str(rows[-1]["last_error"] or "")
+                    detail = {
+                        "queue": queue,
+                        "what": label,
+                        "message_ids": ids[:DEAD_IDS_LISTED],
+                        "count": len(ids),
+                        "max_attempts": max_attempts,
+                        "last_error": last_error[:1000],
+                    }
+                    spec = {
+                        "source_type": queue,
+                        "source_id": f"{queue}:{label}",
+                        "severity": "high",
+                        "message": (
+                            f"메시지 보류(dead letter) {queue} {label}: {len(ids)}건, 마지막 오류: {last_error[:200]}"
+                        ),
+                        "detail": detail,
+                    }
+                    conn.execute(db.query("alerts_key_lock"), {"key": f"DEAD_LETTER:{queue}:{spec['source_id']}"})
+                    raised = conn.execute(
+                        db.query("alerts_raise"),
+                        {
+                            "alerts": Jsonb([spec]),
+                            "alert_type": "DEAD_LETTER",
+                            "run_id": None,
+                            "now": now,
+                            "cooldown_s": cooldown_s,
+                        },
+                    ).fetchone()
+                    assert raised is not None
+                    created += int(bool(raised["created"]))
+                    if not (queue == "notification_outbox" and what == "DEAD_MESSAGE"):  # never a notice of a notice
+                        conn.execute(
+                            db.query("notification_enqueue"),
+                            {
+                                "kind": "DEAD_MESSAGE",
+                                "dedupe_key": f"dead-letter:{queue}:{ids[0]}:{len(ids)}",
+                                "severity": "high",
+                                "run_id": None,
+                                "category_id": int(what) if queue == "sheet_outbox" else None,
+                                "alert_id": raised["id"],
+                                "payload": Jsonb({**detail, "alert_id": raised["id"]}),
+                                "now": now,
+                            },
+                        )
+                    conn.execute(db.query(f"{prefix}_dead_alerted"), {"ids": ids})
         except psycopg.Error as exc:
-            raise DatabaseError(f"alerts_raise (DEAD_LETTER): {exc}") from exc
-        return int(rows[0]["id"]), bool(rows[0]["created"])
+            raise DatabaseError(f"announce dead messages of {queue}: {exc}") from exc
+        return created
 
     # -- quota and operations ---------------------------------------------------------------
 

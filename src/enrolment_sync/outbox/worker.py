@@ -14,7 +14,6 @@ import socket
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -64,42 +63,22 @@ class Counters:
 
 
 class DeadLetters:
-    """Parking messages as dead: a DEAD_LETTER alert (cooldown applies) and, once per alert, a notification."""
+    """Announcing dead messages: a sweep over the queue (see OutboxStore.announce_dead), so a consumer that dies
+    between parking a message and alerting leaves nothing unannounced; the next sweep of any consumer does it."""
 
-    def __init__(self, store: OutboxStore, settings: Settings, counters: Counters) -> None:
+    def __init__(self, store: OutboxStore, settings: Settings, counters: Counters, queue: str) -> None:
         self.store = store
         self.settings = settings
         self.counters = counters
+        self.queue = queue
 
-    def park(self, queue: str, what: str, ids: Sequence[int], last_error: str, *, notify: bool = True) -> None:
-        if not ids:
-            return
-        detail = {
-            "queue": queue,
-            "what": what,
-            "message_ids": list(ids)[:DEAD_IDS_LISTED],
-            "count": len(ids),
-            "max_attempts": self.settings.outbox_max_attempts,
-            "last_error": last_error[:1000],
-        }
-        spec = {
-            "source_type": queue,
-            "source_id": f"{queue}:{what}",
-            "severity": "high",
-            "message": f"메시지 보류(dead letter) {queue} {what}: {len(ids)}건, 마지막 오류: {last_error[:200]}",
-            "detail": detail,
-        }
-        alert_id, created = self.store.raise_dead_letter(spec, cooldown_s=self.settings.cooldown_s)
-        self.counters.dead_letter_alerts += int(created)
-        log.error("messages parked as dead", queue=queue, what=what, ids=list(ids)[:10], alert_id=alert_id)
-        if created and notify:
-            self.store.enqueue_notification(
-                kind="DEAD_MESSAGE",
-                dedupe_key=f"dead-letter:{alert_id}",
-                severity="high",
-                alert_id=alert_id,
-                payload={**detail, "alert_id": alert_id},
-            )
+    def sweep(self) -> None:
+        created = self.store.announce_dead(
+            self.queue, cooldown_s=self.settings.cooldown_s, max_attempts=self.settings.outbox_max_attempts
+        )
+        self.counters.dead_letter_alerts += created
+        if created:
+            log.error("dead messages announced", queue=self.queue, alerts_created=created)
 
 
 class SheetConsumer:
@@ -119,15 +98,14 @@ class SheetConsumer:
         self.batch = batch
         self.stop = stop
         self.counters = counters
-        self.dead = DeadLetters(store, settings, counters)
+        self.dead = DeadLetters(store, settings, counters, "sheet_outbox")
 
     def step(self) -> int:
         """Process one batch; returns how many messages it handled (0: nothing was ready)."""
         max_attempts = self.settings.outbox_max_attempts
         expired = self.store.park_expired_sheet(max_attempts=max_attempts)
-        for category_id, group in _group(expired, "category_id").items():
-            self.dead.park("sheet_outbox", f"category {category_id}", [r["id"] for r in group], group[-1]["last_error"])
-            self.counters.sheet_dead += len(group)
+        self.counters.sheet_dead += len(expired)
+        self.dead.sweep()
         claimed = self.store.claim_sheet(batch=self.batch, max_attempts=max_attempts)
         if not claimed:
             return len(expired)
@@ -144,7 +122,9 @@ class SheetConsumer:
             log.info("sheet batch given back", messages=len(ids), reason=str(exc))
             return len(ids)
         except LeaseLost as exc:
-            log.warning("sheet batch abandoned", messages=len(ids), reason=str(exc))
+            # the messages taken over are another consumer's now; those still ours go back untried
+            self.store.sheet_release(ids)
+            log.warning("sheet batch abandoned, ours given back", messages=len(ids), reason=str(exc))
             return len(ids)
         except Exception as exc:  # every failure is an attempt; a poison batch ends dead, not in a loop
             self._failed(claimed, f"{type(exc).__name__}: {exc}")
@@ -191,8 +171,8 @@ class SheetConsumer:
         self.counters.sheet_retried += len(rows) - len(dead)
         self.counters.sheet_dead += len(dead)
         log.warning("sheet batch failed", messages=len(claimed), dead=len(dead), error=error[:300])
-        for category_id, group in _group(dead, "category_id").items():
-            self.dead.park("sheet_outbox", f"category {category_id}", [r["id"] for r in group], error)
+        if dead:
+            self.dead.sweep()
 
 
 @dataclass(frozen=True)
@@ -221,7 +201,7 @@ class NotifyConsumer:
         self.sheet_location = sheet_location
         self.urls = split_urls(settings.notify_urls)
         self.urls_high = split_urls(settings.notify_urls_high)
-        self.dead = DeadLetters(store, settings, counters)
+        self.dead = DeadLetters(store, settings, counters, "notification_outbox")
         self.defer_s = settings.outbox_poll_interval_seconds
 
     def step(self) -> int:
@@ -230,13 +210,10 @@ class NotifyConsumer:
         queued = self.store.enqueue_failed_alerts(lookback_s=self.settings.outbox_alert_lookback_hours * 3600)
         self.counters.failed_alerts_queued += queued
         handled = 0
-        for row in self.store.park_expired_notifications(max_attempts=max_attempts):
-            self.counters.notifications_dead += 1
-            kind = row["kind"]
-            self.dead.park(
-                "notification_outbox", kind, [row["id"]], row["last_error"] or "", notify=kind != "DEAD_MESSAGE"
-            )
-            handled += 1
+        expired = self.store.park_expired_notifications(max_attempts=max_attempts)
+        self.counters.notifications_dead += len(expired)
+        handled += len(expired)
+        self.dead.sweep()
         claimed = self.store.claim_notifications(batch=self.batch, max_attempts=max_attempts)
         for number, note in enumerate(claimed):
             if self.stop.is_set():
@@ -329,17 +306,10 @@ class NotifyConsumer:
             return
         if decision.dead:
             self.counters.notifications_dead += 1
-            self.dead.park("notification_outbox", note.kind, [note.id], error, notify=note.kind != "DEAD_MESSAGE")
+            self.dead.sweep()
         else:
             self.counters.notifications_retried += 1
             log.warning("notification failed, will retry", id=note.id, attempts=note.attempts, error=error)
-
-
-def _group(rows: list[dict[str, Any]], key: str) -> dict[Any, list[dict[str, Any]]]:
-    groups: dict[Any, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        groups[row[key]].append(row)
-    return dict(groups)
 
 
 @dataclass

@@ -96,7 +96,7 @@ where a.id = m.id and m.course_id is not null
 returning a.id;
 
 -- keys_repoint_sheet --
--- Sheet messages not yet delivered move to the full key of the course their payload describes, else to their
+-- Sheet messages not yet delivered (and not held by a live consumer) move to the full key of the course their payload describes, else to their
 -- record's new key. Delivered and dead messages are history and keep the key they were sent under.
 update sheet_outbox s
 set source_id = split_part(s.source_id, ':', 1) || ':' || m.course_id || ':' || split_part(s.source_id, ':', 2)
@@ -106,12 +106,23 @@ from (
                     split_part(p.new_key, ':', 2)) as course_id
     from sheet_outbox s2
     left join key_plan p on p.source_type = 'enrolment_status' and p.old_key = s2.source_id
-    where s2.status in ('PENDING', 'PROCESSING')
+    where (s2.status = 'PENDING'  -- not in a live consumer's hands
+           or (s2.status = 'PROCESSING' and coalesce(s2.locked_until, '-infinity') < now()))
       and s2.source_id ~ '^[^:]+:[^:]+$'
       and p.problem is null
 ) m
 where s.id = m.id and m.course_id is not null
 returning s.id;
+
+-- keys_supersede_sheet --
+-- A re-pointed message older than a message already queued under its new key would overwrite newer content
+-- when delivered after it: it is closed as superseded instead.
+update sheet_outbox o
+set status = 'DONE', processed_at = now(), locked_by = null, locked_until = null, updated_at = now(),
+    last_error = 'superseded by a newer message for the same enrolment (migrate-keys)'
+where o.id = any(%(ids)s)
+  and exists (select 1 from sheet_outbox n where n.source_id = o.source_id and n.id > o.id)
+returning o.id;
 
 -- keys_move --
 -- Records whose new key is free take it in place.

@@ -26,12 +26,16 @@ where m.id = picked.id
 returning m.id, m.run_id, m.category_id, m.source_id, m.payload, m.attempts;
 
 -- outbox_sheet_park_expired --
--- Messages whose lease ran out on their last allowed attempt (their consumer kept dying): park them as dead.
+-- Messages with no attempt left: the lease ran out on the last one (their consumer kept dying), or
+-- OUTBOX_MAX_ATTEMPTS was lowered below what they had used. Park them as dead.
 update sheet_outbox
 set status = 'DEAD', locked_by = null, locked_until = null, updated_at = now(),
-    last_error = 'lease expired on attempt ' || attempts || ' (consumer ' || coalesce(locked_by, '?')
-        || ' stopped answering)' || coalesce('; before: ' || last_error, '')
-where status = 'PROCESSING' and next_attempt_at <= now() and attempts >= %(max_attempts)s
+    last_error = case when status = 'PROCESSING'
+        then 'lease expired on attempt ' || attempts || ' (consumer ' || coalesce(locked_by, '?')
+             || ' stopped answering)' || coalesce('; before: ' || last_error, '')
+        else 'no attempt left (OUTBOX_MAX_ATTEMPTS is ' || %(max_attempts)s || ')'
+             || coalesce('; before: ' || last_error, '') end
+where ((status = 'PROCESSING' and next_attempt_at <= now()) or status = 'PENDING') and attempts >= %(max_attempts)s
 returning id, run_id, category_id, source_id, attempts, last_error;
 
 -- outbox_sheet_renew --
@@ -120,12 +124,15 @@ returning m.id, m.kind, m.dedupe_key, m.severity, m.run_id, m.category_id, m.ale
           m.delivered_to, m.created_at;
 
 -- outbox_notification_park_expired --
--- Notifications whose lease ran out on their last allowed attempt: park them as dead.
+-- Notifications with no attempt left (as outbox_sheet_park_expired): park them as dead.
 update notification_outbox
 set status = 'DEAD', locked_by = null, locked_until = null, updated_at = now(),
-    last_error = 'lease expired on attempt ' || attempts || ' (consumer ' || coalesce(locked_by, '?')
-        || ' stopped answering)' || coalesce('; before: ' || last_error, '')
-where status = 'PROCESSING' and next_attempt_at <= now() and attempts >= %(max_attempts)s
+    last_error = case when status = 'PROCESSING'
+        then 'lease expired on attempt ' || attempts || ' (consumer ' || coalesce(locked_by, '?')
+             || ' stopped answering)' || coalesce('; before: ' || last_error, '')
+        else 'no attempt left (OUTBOX_MAX_ATTEMPTS is ' || %(max_attempts)s || ')'
+             || coalesce('; before: ' || last_error, '') end
+where ((status = 'PROCESSING' and next_attempt_at <= now()) or status = 'PENDING') and attempts >= %(max_attempts)s
 returning id, kind, dedupe_key, attempts, last_error;
 
 -- outbox_notification_done --
@@ -194,8 +201,8 @@ set granted = least(%(capacity)s::float8, q.tokens + %(rate)s::float8
              - case when least(%(capacity)s::float8, q.tokens + %(rate)s::float8
                     * greatest(0, extract(epoch from statement_timestamp() - q.refreshed_at))::float8) >= 1
                     then 1 else 0 end,
-    refreshed_at = statement_timestamp()
-returning granted, tokens;
+    refreshed_at = greatest(q.refreshed_at, statement_timestamp())  -- a statement that waited on the row lock
+returning granted, tokens;                                            -- must not credit the same time twice
 
 -- outbox_quota_drain --
 -- The API answered 429: empty the bucket so every consumer slows down, not only the one that was told.
@@ -235,3 +242,29 @@ select * from (
 ) d
 order by updated_at desc, id desc
 limit %(limit)s;
+
+-- outbox_sheet_dead_unalerted --
+-- Dead sheet messages not announced yet, locked for the sweep that announces them.
+select id, category_id::text as what, last_error, attempts
+from sheet_outbox
+where status = 'DEAD' and not dead_alerted
+order by id
+limit %(limit)s
+for update skip locked;
+
+-- outbox_notification_dead_unalerted --
+-- Dead notifications not announced yet, locked for the sweep that announces them.
+select id, kind as what, last_error, attempts
+from notification_outbox
+where status = 'DEAD' and not dead_alerted
+order by id
+limit %(limit)s
+for update skip locked;
+
+-- outbox_sheet_dead_alerted --
+-- Mark dead sheet messages as announced.
+update sheet_outbox set dead_alerted = true, updated_at = now() where id = any(%(ids)s);
+
+-- outbox_notification_dead_alerted --
+-- Mark dead notifications as announced.
+update notification_outbox set dead_alerted = true, updated_at = now() where id = any(%(ids)s);
