@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ..runtime import ThreadedServer
+from .policy import column_letter
 
 DEFAULT_SPREADSHEET_ID = "fake-spreadsheet"
 DEFAULT_ROWS = 1000
@@ -81,14 +82,6 @@ def column_number(letters: str) -> int:
     for ch in letters:
         number = number * 26 + ord(ch) - 64
     return number
-
-
-def column_letters(number: int) -> str:
-    letters = ""
-    while number > 0:
-        number, rest = divmod(number - 1, 26)
-        letters = chr(65 + rest) + letters
-    return letters
 
 
 @dataclass(frozen=True)
@@ -372,10 +365,10 @@ class FakeSheetsState:
             sheet.grid.extend([list(v) for v in values])
             width = max((len(v) for v in values), default=1)
             quoted = "'" + sheet.title.replace("'", "''") + "'"
-            updated = f"{quoted}!A{start}:{column_letters(width)}{end}"
+            updated = f"{quoted}!A{start}:{column_letter(width)}{end}"
         return {
             "spreadsheetId": spreadsheet_id,
-            "tableRange": f"{quoted}!A1:{column_letters(width)}{start - 1}",
+            "tableRange": f"{quoted}!A1:{column_letter(width)}{start - 1}",
             "updates": {
                 "spreadsheetId": spreadsheet_id,
                 "updatedRange": updated,
