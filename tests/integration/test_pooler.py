@@ -44,6 +44,8 @@ def pooled_url(database_url: str) -> Iterator[str]:
     assert PGBOUNCER is not None, "CI must install pgbouncer (see .ci/run)"
     params = conninfo_to_dict(database_url)
     server_host = str(params.get("host") or "127.0.0.1")
+    if server_host.startswith("/"):
+        pytest.skip("the embedded server listens on a socket only PgBouncer's user cannot reach; CI uses TCP")
     server_port = str(params.get("port") or "5432")
     dbname = str(params["dbname"])
     folder = Path(tempfile.mkdtemp(prefix="es-pgbouncer-"))
