@@ -158,34 +158,6 @@ class OutboxStore:
     def notification_defer(self, ids: Sequence[int], *, delay_s: float) -> None:
         self._all_no_rows("outbox_notification_defer", self._mine(ids=list(ids), delay_s=delay_s))
 
-    def enqueue_notification(
-        self,
-        *,
-        kind: str,
-        dedupe_key: str,
-        severity: str,
-        payload: dict[str, Any],
-        run_id: int | None = None,
-        category_id: int | None = None,
-        alert_id: int | None = None,
-    ) -> int | None:
-        rows = self._all(
-            "notification_enqueue",
-            {
-                "kind": kind,
-                "dedupe_key": dedupe_key,
-                "severity": severity,
-                "run_id": run_id,
-                "category_id": category_id,
-                "alert_id": alert_id,
-                "payload": Jsonb(payload),
-                "now": dt.datetime.now(dt.UTC),
-            },
-        )
-        return int(rows[0]["id"]) if rows else None
-
-    # -- what messages say ------------------------------------------------------------------
-
     def digest_facts(self, run_id: int, category_id: int) -> dict[str, Any]:
         rows = self._all("outbox_digest_facts", {"run_id": run_id, "category_id": category_id})
         return rows[0] if rows else {}
