@@ -1,4 +1,4 @@
-"""Pure decisions of the outbox: backoff, where rows go, channels, messages, the fake's range parser."""
+"""Pure decisions of the outbox: retry or park, where rows go, channels, messages, the fake's range parser."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from enrolment_sync.outbox.fake_sheets import Span, parse_range
 from enrolment_sync.outbox.policy import (
     SHEET_COLUMNS,
     a1,
-    backoff_delay_s,
     channel_id,
     channels_for,
     column_letter,
@@ -24,18 +23,12 @@ HEADER = [list(SHEET_COLUMNS)]
 
 
 @pytest.mark.parametrize(
-    ("attempts", "rand", "expected"),
-    [(1, 0.0, 2.5), (1, 1.0, 5.0), (2, 1.0, 10.0), (4, 1.0, 40.0), (20, 1.0, 60.0), (20, 0.0, 30.0)],
+    ("attempts", "dead", "delay_s"), [(1, False, 0.75), (3, False, 3.0), (7, False, 7.5), (8, True, 0), (9, True, 0)]
 )
-def test_backoff_doubles_with_equal_jitter_up_to_the_cap(attempts: int, rand: float, expected: float) -> None:
-    assert backoff_delay_s(attempts, base_s=5, max_s=60, rand=lambda: rand) == expected
-
-
-@pytest.mark.parametrize(("attempts", "dead"), [(1, False), (7, False), (8, True), (9, True)])
-def test_the_last_allowed_attempt_parks_the_message(attempts: int, dead: bool) -> None:
+def test_the_last_allowed_attempt_parks_the_message(attempts: int, dead: bool, delay_s: float) -> None:
     decision = retry_decision(attempts, max_attempts=8, base_s=1, max_s=10, rand=lambda: 0.5)
     assert decision.dead is dead
-    assert (decision.delay_s == 0) is dead
+    assert decision.delay_s == delay_s
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ query 3-3 files it in the same group as the worker does.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import random
 import time
@@ -20,6 +21,7 @@ from urllib.parse import urlencode
 import httpx
 
 from ..errors import UpstreamDataError, UpstreamError
+from ..retrying import RetryBudget, retry_after_s
 from .transport import AiohttpWire, Answer, HttpxWire, Wire, WireError, WireTimeout
 
 RETRYABLE_STATUS = frozenset({409, 500, 502, 503, 504})
@@ -74,35 +76,6 @@ def http_error(method: str, path: str, response: Answer, attempts: int) -> Upstr
     tries = f" after {attempts} attempts" if attempts > 1 else ""
     message = f"upstream HTTP {status} {_reason(status)} on {method} {path}{tries}: {_body_text(response)}"
     return UpstreamError(message, status_code=status)
-
-
-def _parse_retry_after(value: str | None) -> float:
-    if not value:
-        return DEFAULT_RETRY_AFTER_S
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return DEFAULT_RETRY_AFTER_S
-
-
-@dataclass
-class _Tally:
-    """What one call has been through: real failures (count against KVCA_RETRIES) and 429 waits (do not)."""
-
-    failures: int = 0
-    rate_waits: int = 0
-    last: _Retryable | None = None
-
-    @property
-    def attempts(self) -> int:
-        return self.failures + self.rate_waits
-
-    def note(self, exc: _Retryable) -> None:
-        self.last = exc
-        if exc.retry_after_s is not None:
-            self.rate_waits += 1
-        else:
-            self.failures += 1
 
 
 class KvcaClient:
@@ -232,12 +205,6 @@ class KvcaClient:
             self._token = str(token)
             return self._token
 
-    def _wait_s(self, tally: _Tally) -> float:
-        if tally.last is not None and tally.last.retry_after_s is not None:
-            return tally.last.retry_after_s
-        ceiling = min(self._backoff_max_s, self._backoff_base_s * 2 ** max(0, tally.failures - 1))
-        return self._rng.uniform(ceiling / 2, ceiling)  # "equal jitter": never zero, never in lockstep
-
     async def _with_retries(
         self,
         method: str,
@@ -248,22 +215,26 @@ class KvcaClient:
         authed: bool,
         allow_404: bool = False,
     ) -> Answer | None:
-        tally = _Tally()
+        budget = RetryBudget(retries=self._retries, rate_waits=MAX_RATE_LIMIT_WAITS)
         while True:
             try:
-                return await self._attempt(method, path, params, json_body, authed, allow_404, tally.attempts + 1)
+                return await self._attempt(method, path, params, json_body, authed, allow_404, budget.attempts + 1)
             except _Retryable as exc:
-                tally.note(exc)
-                if tally.failures > self._retries or tally.rate_waits > MAX_RATE_LIMIT_WAITS:
+                allowed = budget.rate_limited() if exc.retry_after_s is not None else budget.failed()
+                if not allowed:
                     final = exc.final
-                    if tally.attempts > 1 and " attempts" not in str(final):
+                    if budget.attempts > 1 and " attempts" not in str(final):
                         final = UpstreamError(
-                            f"{final} (gave up after {tally.attempts} attempts)",
+                            f"{final} (gave up after {budget.attempts} attempts)",
                             status_code=final.status_code,
                             timeout=final.timeout,
                         )
                     raise final from None
-                await self._sleep(self._wait_s(tally))
+                await self._sleep(
+                    budget.wait_s(
+                        exc.retry_after_s, base_s=self._backoff_base_s, max_s=self._backoff_max_s, rand=self._rng.random
+                    )
+                )
 
     async def _attempt(
         self,
@@ -326,7 +297,8 @@ class KvcaClient:
             return None
         if status == 429:
             self.stats.rate_limited += 1
-            wait_s = _parse_retry_after(response.headers.get("Retry-After"))
+            told_s = retry_after_s(response.headers.get("Retry-After"), now=dt.datetime.now(dt.UTC))
+            wait_s = DEFAULT_RETRY_AFTER_S if told_s is None else told_s
             self._paused_until = max(self._paused_until, time.monotonic() + wait_s)
             raise _Retryable(http_error(method, target, response, attempts), retry_after_s=wait_s)
         if status in RETRYABLE_STATUS or 500 <= status <= 599:

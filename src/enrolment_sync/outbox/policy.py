@@ -1,15 +1,16 @@
-"""Decisions of the outbox consumers, as pure functions: backoff, sheet layout, where each row goes."""
+"""Decisions of the outbox consumers, as pure functions: retry or park, sheet layout, where each row goes."""
 
 from __future__ import annotations
 
 import hashlib
 import random
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-JITTER_LOW = 0.5  # a delay is drawn from [JITTER_LOW, 1] x the exponential step ("equal jitter")
+from ..retrying import Rand, backoff_delay_s
+
 KEY_COLUMN = "source_id"
 SHEET_COLUMNS: tuple[str, ...] = (
     "source_id",
@@ -34,12 +35,6 @@ SHEET_COLUMNS: tuple[str, ...] = (
 HEADER_ROW: list[str] = list(SHEET_COLUMNS)
 
 
-def backoff_delay_s(attempts: int, *, base_s: float, max_s: float, rand: Callable[[], float] = random.random) -> float:
-    """Exponential backoff with jitter after the `attempts`-th failed attempt (1-based)."""
-    step = min(max_s, base_s * (2 ** max(0, attempts - 1)))
-    return step * (JITTER_LOW + (1 - JITTER_LOW) * rand())
-
-
 @dataclass(frozen=True)
 class RetryDecision:
     dead: bool
@@ -47,7 +42,7 @@ class RetryDecision:
 
 
 def retry_decision(
-    attempts: int, *, max_attempts: int, base_s: float, max_s: float, rand: Callable[[], float] = random.random
+    attempts: int, *, max_attempts: int, base_s: float, max_s: float, rand: Rand = random.random
 ) -> RetryDecision:
     """After a failed attempt: park as dead on the last allowed attempt, else wait the backoff."""
     if attempts >= max_attempts:

@@ -7,6 +7,7 @@ its source_id as found in column A at write time, so a re-delivered message rewr
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import os
 import random
@@ -26,6 +27,7 @@ from gspread.exceptions import APIError
 
 from ..config import Settings
 from ..errors import ConfigError, EnrolmentSyncError
+from ..retrying import Rand, RetryBudget, retry_after_s
 from .policy import HEADER_ROW, a1, plan_writes, row_range, sheet_title
 
 log = structlog.get_logger(__name__)
@@ -114,16 +116,6 @@ def google_client(settings: Settings) -> gspread.Client:
     return client
 
 
-def _retry_after_s(response: requests.Response | None) -> float | None:
-    if response is None:
-        return None
-    value = response.headers.get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
 class GoogleSheetTarget:
     """One spreadsheet; one worksheet per category; a header row; one row per enrolment keyed by source_id.
 
@@ -143,6 +135,7 @@ class GoogleSheetTarget:
         backoff_base_s: float = API_BACKOFF_BASE_S,
         backoff_max_s: float = API_BACKOFF_MAX_S,
         retries: int = API_RETRIES,
+        rand: Rand = random.random,
     ) -> None:
         self.http = client.http_client
         self.spreadsheet_id = spreadsheet_id
@@ -151,6 +144,7 @@ class GoogleSheetTarget:
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self.retries = retries
+        self.rand = rand
         self.calls: Counter[str] = Counter()
         self._titles: set[str] | None = None
         self._guard: Guard | None = None  # set for the duration of write(): renews our lease before each write call
@@ -163,7 +157,9 @@ class GoogleSheetTarget:
         before doing anything; after a 5xx or a lost answer it may have landed, so the batch fails instead
         and its retry reads the sheet again before writing.
         """
-        for attempt in range(1, self.retries + 2):
+        # Unlike the KVCA client, a 429 here spends a retry: the shared quota bucket, drained by the 429, paces us.
+        budget = RetryBudget(retries=self.retries)
+        while True:
             self.quota.acquire(kind)
             if kind == "write" and self._guard is not None:
                 self._guard()  # the quota wait or a backoff may have outlasted our lease: prove it first
@@ -178,20 +174,20 @@ class GoogleSheetTarget:
                 if status == 429:
                     self.quota.exhausted(kind)
                 error: Exception = exc
-                wait = _retry_after_s(exc.response)
+                wait = retry_after_s(exc.response.headers.get("Retry-After"), now=dt.datetime.now(dt.UTC))
                 text = f"Sheets API {what}: HTTP {status}: {exc.error.get('message')}"
             except requests.RequestException as exc:
                 error, wait, text = exc, None, f"Sheets API {what}: {type(exc).__name__}: {exc}"
             if not idempotent and not (isinstance(error, APIError) and error.response.status_code == 429):
                 raise SheetsError(f"{text} (it may have landed: not repeated in place)") from error
-            if attempt > self.retries:
+            if not budget.failed():
                 raise SheetsError(text) from error
-            delay = wait if wait is not None else min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
-            delay *= 0.5 + random.random() / 2 if wait is None else 1
-            log.warning("sheets api call failed, backing off", what=what, attempt=attempt, delay_s=round(delay, 3))
+            delay = budget.wait_s(wait, base_s=self.backoff_base_s, max_s=self.backoff_max_s, rand=self.rand)
+            log.warning(
+                "sheets api call failed, backing off", what=what, attempt=budget.failures, delay_s=round(delay, 3)
+            )
             if self.stop.wait(delay):
                 raise Interrupted(f"stopped while backing off after: {text}")
-        raise AssertionError("unreachable")
 
     def _ensure_tabs(self, titles: list[str]) -> None:
         if self._titles is None or any(t not in self._titles for t in titles):
