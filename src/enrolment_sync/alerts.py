@@ -10,8 +10,9 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from . import db
+from .alert_policy import change_severity
 from .failures import Classified, Severity
-from .records import Incoming, Stored, change_severity, changed_fields
+from .records import Incoming, Stored, changed_fields
 
 STATUS_KO = {
     "ENROLLED": "수강신청",

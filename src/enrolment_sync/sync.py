@@ -18,20 +18,10 @@ from . import db
 from .alerts import changed_alert, raise_alerts
 from .clock import Clock
 from .errors import UpstreamDataError
+from .kvca.adapter import detail_record, status_record
 from .kvca.client import KvcaClient
-from .records import (
-    DETAIL,
-    STATUS,
-    Incoming,
-    Stored,
-    dedupe_rows,
-    detail_record,
-    diff,
-    parse_detail,
-    parse_status_row,
-    record_key,
-    status_record,
-)
+from .kvca.contract import dedupe_rows, parse_detail, parse_status_row
+from .records import DETAIL, STATUS, Incoming, Stored, diff, record_key
 
 TriggerType = Literal["MANUAL", "SCHEDULER", "RETRY"]
 MAX_LISTED = 50  # how many skipped/vanished keys a summary lists before it only counts

@@ -24,8 +24,10 @@ from enrolment_sync.alerts import changed_alert, raise_alerts
 from enrolment_sync.clock import ManualClock
 from enrolment_sync.job import default_client
 from enrolment_sync.keymigration import old_record_key
+from enrolment_sync.kvca.adapter import status_record
+from enrolment_sync.kvca.contract import parse_status_row
 from enrolment_sync.kvca.simulator import RunningSimulator, SimulatorConfig, SimulatorState
-from enrolment_sync.records import STATUS, Stored, diff, parse_status_row, record_key, status_record
+from enrolment_sync.records import STATUS, Stored, diff, record_key
 from enrolment_sync.sync import SyncEngine, SyncRequest, SyncSummary
 from tests.conftest import Worker, make_settings
 

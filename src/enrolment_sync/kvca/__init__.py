@@ -1,4 +1,4 @@
-"""The KVCA LMS: its contract as a client, and a simulator of it."""
+"""The KVCA LMS: its contract (`contract`), the client and its wire, and the adapter to domain records."""
 
 from .client import KvcaClient
 
