@@ -19,13 +19,19 @@ RETRY_AFTER_MAX_S = 300.0  # a Retry-After beyond this is read as this: a miscon
 Rand = Callable[[], float]  # a draw from [0, 1), like random.random
 
 
-def backoff_delay_s(failures: int, *, base_s: float, max_s: float, rand: Rand = random.random) -> float:
-    """The wait after the `failures`-th failure (1-based): min(max_s, base_s * 2^(failures-1)) x [0.5, 1].
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with equal jitter: never zero, and clients that failed together do not come back
+    in lockstep."""
 
-    Equal jitter: never zero, and clients that failed together do not come back in lockstep.
-    """
-    step = min(max_s, base_s * 2 ** max(0, failures - 1))
-    return step * (JITTER_LOW + (1 - JITTER_LOW) * rand())
+    base_s: float
+    max_s: float
+    rand: Rand = random.random
+
+    def delay_s(self, failures: int) -> float:
+        """The wait after the `failures`-th failure (1-based): min(max_s, base_s * 2^(failures-1)) x [0.5, 1]."""
+        step = min(self.max_s, self.base_s * 2 ** max(0, failures - 1))
+        return step * (JITTER_LOW + (1 - JITTER_LOW) * self.rand())
 
 
 def retry_after_s(value: str | None, *, now: dt.datetime, max_s: float = RETRY_AFTER_MAX_S) -> float | None:
@@ -78,8 +84,6 @@ class RetryBudget:
         self.waits += 1
         return self.waits <= self.rate_waits
 
-    def wait_s(self, retry_after: float | None, *, base_s: float, max_s: float, rand: Rand = random.random) -> float:
+    def wait_s(self, retry_after: float | None, backoff: Backoff) -> float:
         """How long to wait before the next try: as told when told, else the backoff for the failures so far."""
-        if retry_after is not None:
-            return retry_after
-        return backoff_delay_s(self.failures, base_s=base_s, max_s=max_s, rand=rand)
+        return retry_after if retry_after is not None else backoff.delay_s(self.failures)

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from enrolment_sync.retrying import RETRY_AFTER_MAX_S, RetryBudget, backoff_delay_s, retry_after_s
+from enrolment_sync.retrying import RETRY_AFTER_MAX_S, Backoff, RetryBudget, retry_after_s
 
 NOW = dt.datetime(2026, 11, 23, 4, 0, 0, tzinfo=dt.UTC)
 
@@ -30,7 +30,7 @@ NOW = dt.datetime(2026, 11, 23, 4, 0, 0, tzinfo=dt.UTC)
 def test_backoff_doubles_with_equal_jitter_up_to_the_cap(
     failures: int, base_s: float, max_s: float, rand: float, expected: float
 ) -> None:
-    assert backoff_delay_s(failures, base_s=base_s, max_s=max_s, rand=lambda: rand) == expected
+    assert Backoff(base_s, max_s, lambda: rand).delay_s(failures) == expected
 
 
 def test_backoff_draws_what_the_kvca_client_drew_before() -> None:
@@ -39,7 +39,7 @@ def test_backoff_draws_what_the_kvca_client_drew_before() -> None:
     for failures in range(1, 10):
         step = min(30.0, 0.5 * 2 ** (failures - 1))
         expected = before.uniform(step / 2, step)
-        assert backoff_delay_s(failures, base_s=0.5, max_s=30.0, rand=after.random) == pytest.approx(expected)
+        assert Backoff(0.5, 30.0, after.random).delay_s(failures) == pytest.approx(expected)
 
 
 def _http_date(moment: dt.datetime) -> str:
@@ -108,4 +108,4 @@ def test_wait_is_as_told_else_the_backoff_of_the_failures(
     for _ in range(failures):
         budget.failed()
     budget.rate_limited()  # a wait in between changes nothing of the backoff
-    assert budget.wait_s(retry_after, base_s=1, max_s=10, rand=lambda: 0.5) == expected
+    assert budget.wait_s(retry_after, Backoff(1, 10, lambda: 0.5)) == expected

@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 import httpx
 
 from ..errors import UpstreamDataError, UpstreamError
-from ..retrying import RetryBudget, retry_after_s
+from ..retrying import Backoff, RetryBudget, retry_after_s
 from .transport import AiohttpWire, Answer, HttpxWire, Wire, WireError, WireTimeout
 
 RETRYABLE_STATUS = frozenset({409, 500, 502, 503, 504})
@@ -100,11 +100,9 @@ class KvcaClient:
         self._client_id = client_id
         self._client_secret = client_secret
         self._retries = retries
-        self._backoff_base_s = backoff_base_s
-        self._backoff_max_s = backoff_max_s
+        self._backoff = Backoff(backoff_base_s, backoff_max_s, (rng or random.Random()).random)
         self._page_size = page_size
         self._sleep = sleep
-        self._rng = rng or random.Random()
         self._slots = asyncio.Semaphore(max_concurrency)
         self._token: str | None = None
         self._token_lock = asyncio.Lock()
@@ -230,11 +228,7 @@ class KvcaClient:
                             timeout=final.timeout,
                         )
                     raise final from None
-                await self._sleep(
-                    budget.wait_s(
-                        exc.retry_after_s, base_s=self._backoff_base_s, max_s=self._backoff_max_s, rand=self._rng.random
-                    )
-                )
+                await self._sleep(budget.wait_s(exc.retry_after_s, self._backoff))
 
     async def _attempt(
         self,

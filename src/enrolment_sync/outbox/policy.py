@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..retrying import Rand, backoff_delay_s
+from ..retrying import Backoff, Rand
 
 KEY_COLUMN = "source_id"
 SHEET_COLUMNS: tuple[str, ...] = (
@@ -47,7 +47,7 @@ def retry_decision(
     """After a failed attempt: park as dead on the last allowed attempt, else wait the backoff."""
     if attempts >= max_attempts:
         return RetryDecision(True, 0.0)
-    return RetryDecision(False, backoff_delay_s(attempts, base_s=base_s, max_s=max_s, rand=rand))
+    return RetryDecision(False, Backoff(base_s, max_s, rand).delay_s(attempts))
 
 
 def sheet_title(category_id: int) -> str:

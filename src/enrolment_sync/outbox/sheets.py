@@ -27,7 +27,7 @@ from gspread.exceptions import APIError
 
 from ..config import Settings
 from ..errors import ConfigError, EnrolmentSyncError
-from ..retrying import Rand, RetryBudget, retry_after_s
+from ..retrying import Backoff, Rand, RetryBudget, retry_after_s
 from .policy import HEADER_ROW, a1, plan_writes, row_range, sheet_title
 
 log = structlog.get_logger(__name__)
@@ -182,7 +182,7 @@ class GoogleSheetTarget:
                 raise SheetsError(f"{text} (it may have landed: not repeated in place)") from error
             if not budget.failed():
                 raise SheetsError(text) from error
-            delay = budget.wait_s(wait, base_s=self.backoff_base_s, max_s=self.backoff_max_s, rand=self.rand)
+            delay = budget.wait_s(wait, Backoff(self.backoff_base_s, self.backoff_max_s, self.rand))
             log.warning(
                 "sheets api call failed, backing off", what=what, attempt=budget.failures, delay_s=round(delay, 3)
             )
