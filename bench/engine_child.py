@@ -76,7 +76,7 @@ def _instrument(timer: DbTimer) -> type[Any]:
 
 
 def _runner(loop: str) -> Any:
-    """The event loop the worker itself uses (`runtime.run_async`: uvloop where installed), or asyncio's."""
+    """The event loop the worker itself uses (`runtime.run_coroutine`: uvloop where installed), or asyncio's."""
     if loop == "asyncio":
         return asyncio.run
     if loop == "uvloop":
@@ -85,7 +85,7 @@ def _runner(loop: str) -> Any:
         return uvloop.run
     from enrolment_sync import runtime
 
-    return getattr(runtime, "run_async", asyncio.run)
+    return getattr(runtime, "run_coroutine", asyncio.run)
 
 
 def loop_name(loop: str) -> str:
@@ -93,7 +93,7 @@ def loop_name(loop: str) -> str:
         return loop
     from enrolment_sync import runtime
 
-    if not hasattr(runtime, "run_async"):
+    if not hasattr(runtime, "run_coroutine"):
         return "asyncio"
     try:
         import uvloop  # noqa: F401

@@ -21,8 +21,8 @@ from typing import Any
 import psycopg
 
 from enrolment_sync import db
-from enrolment_sync.outbox.fake_sheets import RunningFakeSheets
-from enrolment_sync.runtime import recreate_database
+from enrolment_sync.testing.databases import recreate_database
+from enrolment_sync.testing.fake_sheets import RunningFakeSheets
 
 BENCH_DBNAME = "enrolment_sync_bench_outbox"
 CHILD_TIMEOUT_S = 600.0

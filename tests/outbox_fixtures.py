@@ -1,12 +1,9 @@
-"""Fixtures of the outbox tests: the fake Sheets API, a JSON webhook receiver, an SMTP server, helpers."""
+"""Fixtures of the outbox tests: the fake Sheets API and a JSON webhook receiver running, helpers."""
 
 from __future__ import annotations
 
-import json
-import socket
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import psycopg
@@ -14,54 +11,12 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from enrolment_sync.config import Settings
-from enrolment_sync.outbox.fake_sheets import RunningFakeSheets
 from enrolment_sync.outbox.worker import Consumers, Counters, Only, build, run
+from enrolment_sync.testing.fake_sheets import RunningFakeSheets
+from enrolment_sync.testing.servers import JsonReceiver
 from tests.conftest import make_settings
 
 UNUSED_KVCA = "http://127.0.0.1:9"  # the outbox never calls upstream
-
-
-class JsonReceiver:
-    """A loopback HTTP server taking Apprise json:// posts; can be told to answer 500."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        self.failing = False
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with receiver.lock:
-                    failing = receiver.failing
-                    if not failing:
-                        receiver.received.append({"path": self.path, **json.loads(body)})
-                self.send_response(500 if failing else 200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def url(self, path: str = "hook") -> str:
-        return f"json://127.0.0.1:{self.port}/{path}"
-
-    def messages(self, path: str | None = None) -> list[dict[str, Any]]:
-        with self.lock:
-            return [m for m in self.received if path is None or m["path"] == f"/{path}"]
-
-    def __enter__(self) -> JsonReceiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -74,12 +29,6 @@ def fake_sheets() -> Iterator[RunningFakeSheets]:
 def receiver() -> Iterator[JsonReceiver]:
     with JsonReceiver() as r:
         yield r
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def outbox_settings(database_url: str, fake: RunningFakeSheets | None, **overrides: Any) -> Settings:

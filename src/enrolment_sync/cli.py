@@ -17,7 +17,7 @@ from . import db
 from .errors import EnrolmentSyncError
 from .keymigration import migrate_keys_command
 from .outbox.cli import outbox_app
-from .runtime import command_settings, prepare_database, run_async
+from .runtime import command_settings, prepare_database, run_coroutine
 
 app = typer.Typer(
     help="Mirror KVCA enrolments into Postgres, with alerts and outbox workers.",
@@ -135,7 +135,7 @@ def sync(
             await database.close()
 
     try:
-        body = run_async(go())
+        body = run_coroutine(go())
     except EnrolmentSyncError as exc:
         raise _fail(exc) from exc
     body.pop("http_status")
@@ -154,8 +154,8 @@ def simulator(
     subcategories: Annotated[int, typer.Option(min=0)] = 0,
 ) -> None:
     """Serve the KVCA contract with generated Korean data (control endpoints under /_control)."""
-    from .kvca.simulator import SimulatorConfig
-    from .kvca.simulator import serve as serve_sim
+    from .testing.kvca import SimulatorConfig
+    from .testing.kvca import serve as serve_sim
 
     settings = command_settings()
     config = SimulatorConfig(
@@ -176,13 +176,13 @@ def demo(
     home: Annotated[Path | None, typer.Option(help="Data folder (default ENROLMENT_SYNC_HOME).")] = None,
 ) -> None:
     """Step 1's example, end to end: embedded Postgres + simulator + worker, two runs over HTTP."""
-    from .demo import run_demo
+    from .demo import demo_main
 
     settings = command_settings()
     if home is not None:
         settings = settings.model_copy(update={"enrolment_sync_home": home})
     try:
-        run_demo(settings, console)
+        demo_main(settings, console)
     except EnrolmentSyncError as exc:
         raise _fail(exc) from exc
 
@@ -244,7 +244,7 @@ def alerts_resolve(
         finally:
             await database.close()
 
-    row = run_async(go())
+    row = run_coroutine(go())
     if row is not None:
         console.print(f"resolved alert {row['id']} ({row['alert_type']} {row['severity']} {row['source_id']})")
 
@@ -266,7 +266,7 @@ def check() -> None:
         finally:
             await database.close()
 
-    stale = run_async(go())
+    stale = run_coroutine(go())
     if not stale:
         console.print(f"every category synced within the last {settings.stale_after_hours:g} h")
         return

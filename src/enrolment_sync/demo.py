@@ -6,10 +6,8 @@ loopback; Step 1's exact request body sent over HTTP twice, one learner's status
 
 from __future__ import annotations
 
-import json
 import shutil
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
 
@@ -22,11 +20,9 @@ from rich.table import Table
 
 from . import db
 from .config import Settings
-from .kvca.simulator import RunningSimulator, SimulatorConfig
 from .outbox.sheets import read_local_sheet
 from .outbox.worker import build
 from .outbox.worker import run as run_consumers
-from .runtime import ThreadedServer, recreate_database
 
 DEMO_DATABASE = "enrolment_sync_demo"
 STEP1_BODY = {"category_id": 303, "trigger_type": "SCHEDULER", "max_categories": 1, "max_users_per_course": 500}
@@ -56,37 +52,12 @@ def _as_dicts(rows: list[list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(header, row, strict=False)) for row in rows[1:]]
 
 
-class _WebhookReceiver:
-    """A JSON webhook on loopback (what Apprise's json:// posts to), so the demo shows a real delivery."""
+def demo_main(settings: Settings, console: Console) -> dict[str, Any]:
+    """Tell Step 1's story on the console; returns the two answers and run_log's rows (for the tests)."""
+    from .testing.databases import recreate_database
+    from .testing.kvca import RunningSimulator, SimulatorConfig
+    from .testing.servers import JsonReceiver, ThreadedServer
 
-    def __init__(self) -> None:
-        received: list[dict[str, Any]] = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length", "0"))
-                received.append(json.loads(self.rfile.read(length) or b"{}"))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *_args: Any) -> None:
-                pass
-
-        self.received = received
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> _WebhookReceiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def run_demo(settings: Settings, console: Console) -> dict[str, Any]:
     console.rule("[bold]enrolment-sync demo: Step 1, end to end")
     server_url = db.start_embedded(settings.enrolment_sync_home)
     url = recreate_database(server_url, DEMO_DATABASE)
@@ -129,10 +100,10 @@ def run_demo(settings: Settings, console: Console) -> dict[str, Any]:
                 console.print_json(data=second.json())
 
     console.print("\n[bold]4) outbox consumers, once:[/bold] sheet_outbox -> sheet -> notification_outbox -> channel")
-    with _WebhookReceiver() as receiver:
+    with JsonReceiver() as receiver:
         outbox_settings = settings.model_copy(
             update={
-                "notify_urls": f"json://127.0.0.1:{receiver.port}/",
+                "notify_urls": receiver.url(""),
                 "notify_urls_high": "",
                 "google_sheet_id": None,
                 "google_service_account_file": None,
@@ -145,7 +116,7 @@ def run_demo(settings: Settings, console: Console) -> dict[str, Any]:
             counters = run_consumers(consumers, outbox_settings, once=True, stop=stop)
         finally:
             consumers.close()
-        delivered = list(receiver.received)
+        delivered = receiver.messages()
     workbook = demo_home / "sheets" / "category_303.xlsx"
     console.print(
         f"sheet rows: {counters.rows_appended} appended, {counters.rows_updated} updated -> [bold]{workbook}[/bold]"

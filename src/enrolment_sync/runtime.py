@@ -1,19 +1,15 @@
-"""Process-level plumbing shared by the commands: logging, database resolution, a server in a thread."""
+"""Process-level plumbing shared by the commands: logging, settings, database resolution, the event loop."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import sys
-import threading
-import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import psycopg
 import structlog
-import uvicorn
-from psycopg import conninfo as pg_conninfo
 
 from . import db
 from .config import Settings
@@ -52,7 +48,7 @@ def configure_logging(level: str = "INFO") -> None:
     )
 
 
-def run_async(coro: Coroutine[Any, Any, T]) -> T:
+def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
     """asyncio.run, on uvloop where it is installed (it comes with uvicorn[standard]; not on Windows)."""
     try:
         import uvloop
@@ -98,46 +94,3 @@ def pending_migrations(target: db.ConnectionTarget) -> list[str]:
             return names
         done = {r[0] for r in conn.execute("select name from schema_migration").fetchall()}
     return [n for n in names if n not in done]
-
-
-def with_dbname(url: str, dbname: str) -> str:
-    return pg_conninfo.make_conninfo(url, dbname=dbname)
-
-
-def recreate_database(url: str, dbname: str) -> str:
-    """Drop and create `dbname` on the server of `url` (demo and tests); return its URL."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(psycopg.sql.SQL("drop database if exists {} with (force)").format(psycopg.sql.Identifier(dbname)))
-        conn.execute(psycopg.sql.SQL("create database {}").format(psycopg.sql.Identifier(dbname)))
-    return with_dbname(url, dbname)
-
-
-class ThreadedServer:
-    """An ASGI app served by uvicorn on a background thread (demo, tests); waits until it listens."""
-
-    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
-        self.host = host
-
-    @property
-    def base_url(self) -> str:
-        sockets = self.server.servers[0].sockets
-        port = sockets[0].getsockname()[1]
-        return f"http://{self.host}:{port}"
-
-    def __enter__(self) -> ThreadedServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive():
-                raise RuntimeError("the server thread stopped before it started listening")
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server did not start listening within 30 s")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)

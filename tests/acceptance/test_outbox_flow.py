@@ -6,9 +6,10 @@ from typing import Any
 
 import psycopg
 
-from enrolment_sync.outbox.fake_sheets import RunningFakeSheets
 from enrolment_sync.outbox.policy import SHEET_COLUMNS
-from tests.outbox_fixtures import JsonReceiver, drain, fake_sheets, outbox_settings, receiver
+from enrolment_sync.testing.fake_sheets import RunningFakeSheets
+from enrolment_sync.testing.servers import JsonReceiver
+from tests.outbox_fixtures import drain, fake_sheets, outbox_settings, receiver
 
 __all__ = ["fake_sheets", "receiver"]
 TITLE = "category_303"

@@ -6,7 +6,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,17 +18,12 @@ import httpx
 import psycopg
 import pytest
 
-from enrolment_sync.kvca.simulator import RunningSimulator, SimulatorConfig
+from enrolment_sync.testing.kvca import RunningSimulator, SimulatorConfig
+from enrolment_sync.testing.servers import free_port
 from tests.waiting import wait_for
 
 CLI = [sys.executable, "-m", "enrolment_sync.cli"]
 STEP1 = {"category_id": 303, "trigger_type": "SCHEDULER", "max_categories": 1, "max_users_per_course": 500}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _env(**extra: str) -> dict[str, str]:

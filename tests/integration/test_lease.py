@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from enrolment_sync.kvca.simulator import RunningSimulator, SimulatorConfig
+from enrolment_sync.testing.kvca import RunningSimulator, SimulatorConfig
 from tests.conftest import Worker, make_settings
 from tests.waiting import wait_for
 

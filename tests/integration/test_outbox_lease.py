@@ -13,9 +13,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from enrolment_sync.outbox.fake_sheets import RunningFakeSheets
 from enrolment_sync.outbox.sheets import DatabaseQuota
 from enrolment_sync.outbox.worker import build, run
+from enrolment_sync.testing.fake_sheets import RunningFakeSheets
 from tests.outbox_fixtures import drain, enqueue_sheet, fake_sheets, outbox_settings
 from tests.waiting import wait_for
 

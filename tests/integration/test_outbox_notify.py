@@ -10,13 +10,12 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from enrolment_sync.outbox.fake_sheets import RunningFakeSheets
+from enrolment_sync.testing.fake_sheets import RunningFakeSheets
+from enrolment_sync.testing.servers import JsonReceiver, free_port
 from tests.outbox_fixtures import (
-    JsonReceiver,
     drain,
     enqueue_sheet,
     fake_sheets,
-    free_port,
     insert_run,
     outbox_settings,
     receiver,

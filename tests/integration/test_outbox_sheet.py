@@ -8,10 +8,10 @@ from typing import Any
 
 import psycopg
 
-from enrolment_sync.outbox.fake_sheets import RunningFakeSheets
 from enrolment_sync.outbox.policy import SHEET_COLUMNS
 from enrolment_sync.outbox.sheets import read_local_sheet
 from enrolment_sync.outbox.worker import build, run
+from enrolment_sync.testing.fake_sheets import RunningFakeSheets
 from tests.outbox_fixtures import (
     drain,
     enqueue_sheet,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,7 +21,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from enrolment_sync.kvca.simulator import RunningSimulator, SimulatorConfig
+from enrolment_sync.testing.kvca import RunningSimulator, SimulatorConfig
+from enrolment_sync.testing.servers import free_port
 from tests.conftest import Worker, make_settings
 
 PGBOUNCER = shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None)
@@ -31,12 +31,6 @@ STEP1 = {"category_id": 303, "trigger_type": "SCHEDULER", "max_categories": 1, "
 pytestmark = pytest.mark.skipif(
     PGBOUNCER is None and not os.environ.get("CI"), reason="pgbouncer is not installed (CI installs it)"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -50,7 +44,7 @@ def pooled_url(database_url: str) -> Iterator[str]:
     dbname = str(params["dbname"])
     folder = Path(tempfile.mkdtemp(prefix="es-pgbouncer-"))
     folder.chmod(0o777)
-    port = _free_port()
+    port = free_port()
     (folder / "users.txt").write_text('"postgres" ""\n')
     (folder / "pgbouncer.ini").write_text(
         "[databases]\n"

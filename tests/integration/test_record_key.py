@@ -26,9 +26,9 @@ from enrolment_sync.job import default_client
 from enrolment_sync.keymigration import old_record_key
 from enrolment_sync.kvca.adapter import status_record
 from enrolment_sync.kvca.contract import parse_status_row
-from enrolment_sync.kvca.simulator import RunningSimulator, SimulatorConfig, SimulatorState
 from enrolment_sync.records import STATUS, Stored, diff, record_key
 from enrolment_sync.sync import SyncEngine, SyncRequest, SyncSummary
+from enrolment_sync.testing.kvca import RunningSimulator, SimulatorConfig, SimulatorState
 from tests.conftest import Worker, make_settings
 
 KeyFn = Callable[[int, int, str], str]

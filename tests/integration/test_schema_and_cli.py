@@ -117,7 +117,7 @@ def test_serve_refuses_a_public_host_without_a_token(cli_env: dict[str, str]) ->
 
 
 def test_serve_refuses_an_unmigrated_database(pg_server_url: str) -> None:
-    from enrolment_sync.runtime import recreate_database
+    from enrolment_sync.testing.databases import recreate_database
 
     url = recreate_database(pg_server_url, "es_unmigrated")
     get_settings.cache_clear()

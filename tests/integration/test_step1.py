@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from enrolment_sync.kvca.simulator import RunningSimulator, SimulatorConfig
+from enrolment_sync.testing.kvca import RunningSimulator, SimulatorConfig
 from tests.conftest import Worker, make_settings
 
 STEP1 = {"category_id": 303, "trigger_type": "SCHEDULER", "max_categories": 1, "max_users_per_course": 500}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from enrolment_sync.outbox import messages
-from enrolment_sync.outbox.fake_sheets import Span, parse_range
 from enrolment_sync.outbox.policy import (
     SHEET_COLUMNS,
     a1,
@@ -18,6 +17,7 @@ from enrolment_sync.outbox.policy import (
     sheet_row,
     split_urls,
 )
+from enrolment_sync.testing.fake_sheets import Span, parse_range
 
 HEADER = [list(SHEET_COLUMNS)]
 

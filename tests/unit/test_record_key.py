@@ -10,8 +10,8 @@ import pytest
 from enrolment_sync.keymigration import is_old_key, old_record_key
 from enrolment_sync.kvca.adapter import status_record
 from enrolment_sync.kvca.contract import parse_status_row
-from enrolment_sync.kvca.simulator import SimulatorConfig, SimulatorState
 from enrolment_sync.records import Incoming, Stored, diff, record_key
+from enrolment_sync.testing.kvca import SimulatorConfig, SimulatorState
 
 KeyFn = Callable[[int, int, str], str]
 CATEGORY = 303

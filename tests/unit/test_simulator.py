@@ -5,31 +5,24 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from enrolment_sync.kvca.simulator import (
+from enrolment_sync.testing.kvca import (
     STATUS_MSG,
     RunningSimulator,
     SimulatorConfig,
     SimulatorState,
 )
+from tests.waiting import wait_for
 
 CONFIG = SimulatorConfig(courses=2, users=250, subcategories=1)
 CREDS = {"client_id": CONFIG.client_id, "client_secret": CONFIG.client_secret}
 ISO_KST = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\+09:00$")
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")
@@ -236,10 +229,8 @@ def test_same_seed_same_data(sim: RunningSimulator, http: httpx.Client, auth: di
     assert changed.enrolments(9001) != sim.state.enrolments(9001)
 
 
-def test_generation_is_fast() -> None:
-    started = time.perf_counter()
+def test_generation_of_a_large_config() -> None:
     state = SimulatorState(SimulatorConfig(courses=40, users=500))
-    assert time.perf_counter() - started < 1.0
     assert len(state.course_ids()) == 40
     assert len(state.enrolments(9040)) == 500
 
@@ -378,12 +369,10 @@ def test_fault_429_with_retry_after(sim: RunningSimulator, http: httpx.Client, a
 
 def test_fault_timeout_hangs(sim: RunningSimulator, http: httpx.Client, auth: dict[str, str]) -> None:
     http.post("/_control/faults", json={"timeout": True, "hang_s": 10, "path_contains": "/enrolments/u000003"})
-    started = time.monotonic()
     with pytest.raises(httpx.ReadTimeout):
         http.get("/api/v1/courses/9001/enrolments/u000003", headers=auth, timeout=0.3)
-    assert time.monotonic() - started < 2.0
     # the hang ends once the client gave up; the next call answers normally
-    wait_until(lambda: sim.state.stats()["in_flight"] == 0)
+    wait_for(lambda: sim.state.stats()["in_flight"] == 0, timeout_s=5, what="the hang to end")
     assert http.get("/api/v1/courses/9001/enrolments/u000003", headers=auth).status_code == 200
 
 
@@ -426,9 +415,9 @@ def test_latency_is_added(sim: RunningSimulator, http: httpx.Client, auth: dict[
     started = time.monotonic()
     assert http.get("/api/v1/categories/303", headers=auth).status_code == 200
     assert time.monotonic() - started >= 0.15
-    started = time.monotonic()
-    assert http.get("/_control/stats").status_code == 200  # control endpoints have no latency
-    assert time.monotonic() - started < 0.15
+    sim.state.set_latency(60_000)  # control endpoints have none: a minute of it would time this call out
+    assert http.get("/_control/stats", timeout=5).status_code == 200
+    sim.state.set_latency(0)
 
 
 def test_rate_limit_beyond_max_in_flight(sim: RunningSimulator, auth: dict[str, str]) -> None:

@@ -23,8 +23,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ..runtime import ThreadedServer
-from .policy import column_letter
+from ..outbox.policy import column_letter
+from .servers import ThreadedServer
 
 DEFAULT_SPREADSHEET_ID = "fake-spreadsheet"
 DEFAULT_ROWS = 1000
