@@ -1,6 +1,6 @@
 """The KVCA simulator: the upstream contract's endpoints over generated Korean data, for the demo, tests, benchmarks.
 
-A FastAPI app (`app`) implementing the contract (`contract`), plus `/_control` routes without auth
+A FastAPI app (`app`) implementing the contract (`endpoints`), plus `/_control` routes without auth
 (`control`) with which the demo, the tests and the benchmarks change data and inject faults. The same
 operations are methods of `SimulatorState` (`state`), which is thread-safe, so a test can drive a
 `RunningSimulator` from its own thread while uvicorn serves on another. The data (`data`) is the same for the

@@ -6,9 +6,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from ..servers import LOOPBACK, ThreadedServer
-from .contract import add_contract_routes
 from .control import add_control_routes
 from .data import SimulatorConfig
+from .endpoints import add_contract_routes
 from .state import SimulatorState
 
 DEFAULT_PORT = 18081

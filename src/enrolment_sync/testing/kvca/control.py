@@ -18,8 +18,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from .contract import json_response
 from .data import DETAIL_FIELDS, ROW_UPDATE_FIELDS
+from .endpoints import json_response
 from .state import BadRequest, Conflict, NotFound, SimulatorError, SimulatorState
 
 
