@@ -18,12 +18,12 @@ import httpx
 import psycopg
 import pytest
 
+from enrolment_sync.demo import STEP1_BODY as STEP1
 from enrolment_sync.testing.kvca import RunningSimulator, SimulatorConfig
 from enrolment_sync.testing.servers import free_port
 from tests.waiting import wait_for
 
 CLI = [sys.executable, "-m", "enrolment_sync.cli"]
-STEP1 = {"category_id": 303, "trigger_type": "SCHEDULER", "max_categories": 1, "max_users_per_course": 500}
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -21,12 +21,12 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from enrolment_sync.demo import STEP1_BODY as STEP1
 from enrolment_sync.testing.kvca import RunningSimulator, SimulatorConfig
 from enrolment_sync.testing.servers import free_port
 from tests.conftest import Worker, make_settings
 
 PGBOUNCER = shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None)
-STEP1 = {"category_id": 303, "trigger_type": "SCHEDULER", "max_categories": 1, "max_users_per_course": 500}
 
 pytestmark = pytest.mark.skipif(
     PGBOUNCER is None and not os.environ.get("CI"), reason="pgbouncer is not installed (CI installs it)"

@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 import psycopg
 
+from enrolment_sync.demo import STEP1_BODY as STEP1
 from enrolment_sync.testing.kvca import RunningSimulator, SimulatorConfig
 from tests.conftest import Worker, make_settings
 
-STEP1 = {"category_id": 303, "trigger_type": "SCHEDULER", "max_categories": 1, "max_users_per_course": 500}
 SUMMARY_KEYS = [
     "categories_processed",
     "courses_processed",
