@@ -35,7 +35,7 @@ def _consumer(
     import threading
 
     from enrolment_sync.config import Settings
-    from enrolment_sync.outbox.worker import build, run
+    from enrolment_sync.outbox.worker import build, run_consumers
 
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
@@ -58,7 +58,7 @@ def _consumer(
     ready.set()
     go.wait(CHILD_TIMEOUT_S)
     started = time.perf_counter()
-    counters = run(consumers, settings, once=True, stop=stop)
+    counters = run_consumers(consumers, settings, once=True, stop=stop)
     out.put(
         {"done": counters.sheet_done, "batches": counters.sheet_batches, "elapsed_s": time.perf_counter() - started}
     )

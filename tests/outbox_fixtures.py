@@ -11,7 +11,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from enrolment_sync.config import Settings
-from enrolment_sync.outbox.worker import Consumers, Counters, Only, build, run
+from enrolment_sync.outbox.worker import Consumers, Counters, Only, build, run_consumers
 from enrolment_sync.testing.fake_sheets import RunningFakeSheets
 from enrolment_sync.testing.servers import JsonReceiver
 from tests.conftest import make_settings
@@ -64,7 +64,7 @@ def drain(
     consumers = build(settings, database_url, only=only, batch=batch, stop=stop, **kwargs)
     fast_google(consumers)
     try:
-        return run(consumers, settings, once=True, stop=stop)
+        return run_consumers(consumers, settings, once=True, stop=stop)
     finally:
         consumers.close()
 

@@ -21,8 +21,7 @@ from rich.table import Table
 from . import db
 from .config import Settings
 from .outbox.sheets import read_local_sheet
-from .outbox.worker import build
-from .outbox.worker import run as run_consumers
+from .outbox.worker import build, run_consumers
 
 DEMO_DATABASE = "enrolment_sync_demo"
 STEP1_BODY = {"category_id": 303, "trigger_type": "SCHEDULER", "max_categories": 1, "max_users_per_course": 500}

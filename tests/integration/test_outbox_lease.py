@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from enrolment_sync.outbox.sheets import DatabaseQuota
-from enrolment_sync.outbox.worker import build, run
+from enrolment_sync.outbox.worker import build, run_consumers
 from enrolment_sync.testing.fake_sheets import RunningFakeSheets
 from tests.outbox_fixtures import drain, enqueue_sheet, fake_sheets, outbox_settings
 from tests.waiting import wait_for
@@ -111,7 +111,7 @@ def test_a_stop_while_waiting_for_quota_gives_the_batch_back_untried(
     consumers = build(settings, database_url, only="sheet", stop=stop)
     quota = consumers.target.quota  # type: ignore[union-attr]
     assert isinstance(quota, DatabaseQuota)
-    thread = threading.Thread(target=run, args=(consumers, settings), kwargs={"once": True, "stop": stop})
+    thread = threading.Thread(target=run_consumers, args=(consumers, settings), kwargs={"once": True, "stop": stop})
     thread.start()
     try:
         wait_for(lambda: quota.waited_s > 0, what="the consumer to wait for quota")

@@ -10,7 +10,7 @@ import psycopg
 
 from enrolment_sync.outbox.policy import SHEET_COLUMNS
 from enrolment_sync.outbox.sheets import read_local_sheet
-from enrolment_sync.outbox.worker import build, run
+from enrolment_sync.outbox.worker import build, run_consumers
 from enrolment_sync.testing.fake_sheets import RunningFakeSheets
 from tests.outbox_fixtures import (
     drain,
@@ -200,7 +200,7 @@ def test_two_consumers_in_parallel_process_each_message_once(
 
     def go(i: int) -> None:
         both_ready.wait(timeout=30)  # start together, so each really competes for the 20 batches
-        results[i] = run(consumers[i], settings, once=True, stop=stops[i])
+        results[i] = run_consumers(consumers[i], settings, once=True, stop=stops[i])
 
     threads = [threading.Thread(target=go, args=(i,)) for i in range(2)]
     for t in threads:

@@ -13,7 +13,7 @@ from rich.table import Table
 from ..errors import EnrolmentSyncError
 from ..runtime import command_settings, prepare_database
 from .store import OutboxStore
-from .worker import Only, build, new_consumer_id, run
+from .worker import Only, build, new_consumer_id, run_consumers
 
 outbox_app = typer.Typer(help="Outbox consumers: sheet and notifications.", no_args_is_help=True)
 console = Console()
@@ -52,7 +52,7 @@ def run_command(
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
     try:
-        counters = run(consumers, settings, once=once, stop=stop)
+        counters = run_consumers(consumers, settings, once=once, stop=stop)
     except EnrolmentSyncError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc

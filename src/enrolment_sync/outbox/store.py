@@ -1,4 +1,4 @@
-"""The outbox's one door to Postgres: pairs each named query of sql/outbox.sql with its arguments.
+"""The outbox's one door to Postgres: the two outbox queues (queue.py) and the outbox's own named queries.
 
 Synchronous psycopg on one autocommit connection per consumer process; every unit of work is one short
 transaction, so it works through Supabase's transaction pooler. The consumers never see SQL.
@@ -18,9 +18,40 @@ from psycopg.types.json import Jsonb
 
 from .. import db
 from ..errors import DatabaseError
+from ..queue import Queue, QueueSpec, Retry, Statement, announce_dead
+from ..runtime import run_async
 
 log = structlog.get_logger(__name__)
-DEAD_IDS_LISTED = 50  # how many dead message ids an alert lists before it only counts
+
+SHEET_QUEUE = Queue(
+    QueueSpec(
+        "sheet_outbox",
+        columns=("run_id", "category_id", "source_id", "payload"),
+        dead_group="category_id",
+        dead_label="category {}",
+        dead_group_is_category=True,
+        one_open_per="source_id",  # one writer per learner's row, and a learner's messages land in order
+    )
+)
+NOTIFICATION_QUEUE = Queue(
+    QueueSpec(
+        "notification_outbox",
+        columns=(
+            "kind",
+            "dedupe_key",
+            "severity",
+            "run_id",
+            "category_id",
+            "alert_id",
+            "payload",
+            "delivered_to",
+            "created_at",
+        ),
+        dead_group="kind",
+        silent_dead_groups=frozenset({"DEAD_MESSAGE"}),  # no cascade of notices through a broken channel
+    )
+)
+QUEUES = (SHEET_QUEUE, NOTIFICATION_QUEUE)
 
 
 @dataclass(frozen=True)
@@ -48,15 +79,8 @@ class Notification:
     created_at: dt.datetime
 
 
-@dataclass(frozen=True)
-class Retry:
-    id: int
-    delay_s: float
-    dead: bool
-
-
 class OutboxStore:
-    """Named queries of the outbox, on one (re)connecting autocommit connection."""
+    """The outbox queues and named queries, on one (re)connecting autocommit connection."""
 
     def __init__(self, target: db.ConnectionTarget, *, consumer_id: str, lease_s: float) -> None:
         self.target = target
@@ -80,53 +104,79 @@ class OutboxStore:
             self._conn = None
 
     def _all(self, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return self._run(name, Statement(db.query(name), params or {}))[0]
+
+    def _run(self, what: str, *statements: Statement) -> list[list[dict[str, Any]]]:
+        """Statements in one transaction; the rows of each (none for a statement that returns none)."""
         try:
             conn = self.conn()
             with conn.transaction():
-                return conn.execute(db.query(name), params or {}).fetchall()
+                results = []
+                for statement in statements:
+                    cur = conn.execute(*statement)
+                    results.append(cur.fetchall() if cur.description is not None else [])
+                return results
         except psycopg.Error as exc:
-            raise DatabaseError(f"{name}: {exc}") from exc
+            raise DatabaseError(f"{what}: {exc}") from exc
 
-    def _mine(self, **params: Any) -> dict[str, Any]:
-        return {"consumer": self.consumer_id, "lease_s": self.lease_s, **params}
+    # -- both queues ------------------------------------------------------------------------
+
+    def claim(self, queue: Queue, *, batch: int, max_attempts: int) -> list[dict[str, Any]]:
+        statement = queue.claim(consumer=self.consumer_id, lease_s=self.lease_s, batch=batch, max_attempts=max_attempts)
+        rows = self._run(f"claim {queue.name}", statement)[0]
+        rows.sort(key=lambda r: r["id"])
+        return rows
+
+    def renew(self, queue: Queue, ids: Sequence[int]) -> set[int]:
+        statement = queue.renew(ids, consumer=self.consumer_id, lease_s=self.lease_s)
+        return {r["id"] for r in self._run(f"renew {queue.name}", statement)[0]}
+
+    def retry(self, queue: Queue, retries: Iterable[Retry], error: str) -> list[dict[str, Any]]:
+        return self._run(f"retry {queue.name}", queue.retry(retries, consumer=self.consumer_id, error=error))[0]
+
+    def release(self, queue: Queue, ids: Sequence[int], *, delay_s: float = 0) -> None:
+        self._run(f"release {queue.name}", queue.release(ids, consumer=self.consumer_id, delay_s=delay_s))
+
+    def park_expired(self, queue: Queue, *, max_attempts: int) -> list[dict[str, Any]]:
+        return self._run(f"park expired {queue.name}", queue.park_expired(max_attempts=max_attempts))[0]
+
+    def announce_dead(self, queue: Queue, *, cooldown_s: float, max_attempts: int) -> int:
+        """The dead-letter sweep (queue.announce_dead); a cheap look first, so an idle sweep costs one statement.
+        Returns how many alerts were created."""
+        if not self._run(f"look for dead messages of {queue.name}", queue.dead_unalerted(limit=1))[0]:
+            return 0
+
+        async def sweep() -> int:
+            async with await psycopg.AsyncConnection.connect(
+                self.target.conninfo, **self.target.connect_kwargs()
+            ) as conn:
+                return await announce_dead(conn, queue, cooldown_s=cooldown_s, max_attempts=max_attempts)
+
+        try:
+            return run_async(sweep())
+        except psycopg.Error as exc:
+            raise DatabaseError(f"announce dead messages of {queue.name}: {exc}") from exc
 
     # -- sheet_outbox -----------------------------------------------------------------------
 
     def claim_sheet(self, *, batch: int, max_attempts: int) -> list[SheetMessage]:
-        rows = self._all("outbox_sheet_claim", self._mine(batch=batch, max_attempts=max_attempts))
-        rows.sort(key=lambda r: r["id"])
-        return [SheetMessage(**r) for r in rows]
+        return [SheetMessage(**r) for r in self.claim(SHEET_QUEUE, batch=batch, max_attempts=max_attempts)]
 
-    def park_expired_sheet(self, *, max_attempts: int) -> list[dict[str, Any]]:
-        return self._all("outbox_sheet_park_expired", {"max_attempts": max_attempts})
-
-    def renew_sheet(self, ids: Sequence[int]) -> set[int]:
-        return {r["id"] for r in self._all("outbox_sheet_renew", self._mine(ids=list(ids)))}
-
-    def renew_notifications(self, ids: Sequence[int]) -> set[int]:
-        return {r["id"] for r in self._all("outbox_notification_renew", self._mine(ids=list(ids)))}
-
-    def sheet_done(self, ids: Sequence[int]) -> tuple[list[int], int]:
+    def sheet_done(self, claimed: Sequence[SheetMessage]) -> tuple[list[int], int]:
         """Mark written messages done and queue their (run, category) digests, in one transaction."""
+        ids = [m.id for m in claimed]
         try:
             conn = self.conn()
             with conn.transaction():
-                done = conn.execute(db.query("outbox_sheet_done"), self._mine(ids=list(ids))).fetchall()
-                keys = sorted({(r["run_id"], r["category_id"]) for r in done if r["run_id"] is not None})
+                done = {r["id"] for r in conn.execute(*SHEET_QUEUE.done(ids, consumer=self.consumer_id))}
+                keys = sorted({(m.run_id, m.category_id) for m in claimed if m.id in done and m.run_id is not None})
                 queued = conn.execute(
                     db.query("outbox_digest_enqueue"),
                     {"keys": Jsonb([{"run_id": run, "category_id": cat} for run, cat in keys])},
                 ).fetchall()
         except psycopg.Error as exc:
-            raise DatabaseError(f"outbox_sheet_done: {exc}") from exc
-        return [r["id"] for r in done], len(queued)
-
-    def sheet_retry(self, retries: Iterable[Retry], error: str) -> list[dict[str, Any]]:
-        rows = [{"id": r.id, "delay_s": r.delay_s, "dead": r.dead} for r in retries]
-        return self._all("outbox_sheet_retry", self._mine(rows=Jsonb(rows), error=error[:2000]))
-
-    def sheet_release(self, ids: Sequence[int]) -> None:
-        self._all_no_rows("outbox_sheet_release", self._mine(ids=list(ids)))
+            raise DatabaseError(f"done sheet_outbox: {exc}") from exc
+        return sorted(done), len(queued)
 
     # -- notification_outbox ----------------------------------------------------------------
 
@@ -134,29 +184,24 @@ class OutboxStore:
         return len(self._all("outbox_failed_alerts_enqueue", {"lookback_s": lookback_s}))
 
     def claim_notifications(self, *, batch: int, max_attempts: int) -> list[Notification]:
-        rows = self._all("outbox_notification_claim", self._mine(batch=batch, max_attempts=max_attempts))
-        rows.sort(key=lambda r: r["id"])
-        return [Notification(**r) for r in rows]
+        return [Notification(**r) for r in self.claim(NOTIFICATION_QUEUE, batch=batch, max_attempts=max_attempts)]
 
-    def park_expired_notifications(self, *, max_attempts: int) -> list[dict[str, Any]]:
-        return self._all("outbox_notification_park_expired", {"max_attempts": max_attempts})
+    def _delivered(self, message_id: int, delivered_to: list[str]) -> Statement:
+        params = {"id": message_id, "consumer": self.consumer_id, "delivered_to": delivered_to}
+        return Statement(db.query("outbox_notification_delivered"), params)
 
     def notification_done(self, message_id: int, delivered_to: list[str]) -> bool:
-        return bool(self._all("outbox_notification_done", self._mine(id=message_id, delivered_to=delivered_to)))
+        """A notification reached every channel it was meant for."""
+        done = NOTIFICATION_QUEUE.done([message_id], consumer=self.consumer_id)
+        return bool(self._run("done notification_outbox", self._delivered(message_id, delivered_to), done)[1])
 
     def notification_retry(
         self, message_id: int, *, retry: Retry, delivered_to: list[str], error: str
     ) -> dict[str, Any] | None:
-        rows = self._all(
-            "outbox_notification_retry",
-            self._mine(
-                id=message_id, dead=retry.dead, delay_s=retry.delay_s, delivered_to=delivered_to, error=error[:2000]
-            ),
-        )
+        """A failed delivery: keep the channels it reached, retry the rest after the backoff, or park it dead."""
+        again = NOTIFICATION_QUEUE.retry([retry], consumer=self.consumer_id, error=error)
+        rows = self._run("retry notification_outbox", self._delivered(message_id, delivered_to), again)[1]
         return rows[0] if rows else None
-
-    def notification_defer(self, ids: Sequence[int], *, delay_s: float) -> None:
-        self._all_no_rows("outbox_notification_defer", self._mine(ids=list(ids), delay_s=delay_s))
 
     def digest_facts(self, run_id: int, category_id: int) -> dict[str, Any]:
         rows = self._all("outbox_digest_facts", {"run_id": run_id, "category_id": category_id})
@@ -169,73 +214,6 @@ class OutboxStore:
         rows = self._all("outbox_alert_get", {"alert_id": alert_id})
         return rows[0] if rows else None
 
-    def announce_dead(self, queue: str, *, cooldown_s: float, max_attempts: int, limit: int = 1000) -> int:
-        """Announce dead messages not announced yet, in one transaction: per queue and category (sheet) or kind
-        (notification), a DEAD_LETTER alert (the cooldown counts repeats on the open one) and one notification,
-        then mark them announced. Returns how many alerts were created."""
-        prefix = "outbox_sheet" if queue == "sheet_outbox" else "outbox_notification"
-        now = dt.datetime.now(dt.UTC)
-        created = 0
-        try:
-            conn = self.conn()
-            with conn.transaction():
-                dead = conn.execute(db.query(f"{prefix}_dead_unalerted"), {"limit": limit}).fetchall()
-                groups: dict[str, list[dict[str, Any]]] = {}
-                for row in dead:
-                    groups.setdefault(str(row["what"]), []).append(row)
-                for what, rows in groups.items():
-                    label = f"category {what}" if queue == "sheet_outbox" else what
-                    ids = [int(r["id"]) for r in rows]
-                    last_error = str(rows[-1]["last_error"] or "")
-                    detail = {
-                        "queue": queue,
-                        "what": label,
-                        "message_ids": ids[:DEAD_IDS_LISTED],
-                        "count": len(ids),
-                        "max_attempts": max_attempts,
-                        "last_error": last_error[:1000],
-                    }
-                    spec = {
-                        "source_type": queue,
-                        "source_id": f"{queue}:{label}",
-                        "severity": "high",
-                        "message": (
-                            f"메시지 보류(dead letter) {queue} {label}: {len(ids)}건, 마지막 오류: {last_error[:200]}"
-                        ),
-                        "detail": detail,
-                    }
-                    conn.execute(db.query("alerts_key_lock"), {"key": f"DEAD_LETTER:{queue}:{spec['source_id']}"})
-                    raised = conn.execute(
-                        db.query("alerts_raise"),
-                        {
-                            "alerts": Jsonb([spec]),
-                            "alert_type": "DEAD_LETTER",
-                            "run_id": None,
-                            "now": now,
-                            "cooldown_s": cooldown_s,
-                        },
-                    ).fetchone()
-                    assert raised is not None
-                    created += int(bool(raised["created"]))
-                    if not (queue == "notification_outbox" and what == "DEAD_MESSAGE"):  # never a notice of a notice
-                        conn.execute(
-                            db.query("notification_enqueue"),
-                            {
-                                "kind": "DEAD_MESSAGE",
-                                "dedupe_key": f"dead-letter:{queue}:{ids[0]}:{len(ids)}",
-                                "severity": "high",
-                                "run_id": None,
-                                "category_id": int(what) if queue == "sheet_outbox" else None,
-                                "alert_id": raised["id"],
-                                "payload": Jsonb({**detail, "alert_id": raised["id"]}),
-                                "now": now,
-                            },
-                        )
-                    conn.execute(db.query(f"{prefix}_dead_alerted"), {"ids": ids})
-        except psycopg.Error as exc:
-            raise DatabaseError(f"announce dead messages of {queue}: {exc}") from exc
-        return created
-
     # -- quota and operations ---------------------------------------------------------------
 
     def quota_take(self, name: str, *, capacity: float, rate_per_s: float) -> tuple[bool, float]:
@@ -243,18 +221,10 @@ class OutboxStore:
         return bool(row["granted"]), float(row["tokens"])
 
     def quota_drain(self, name: str) -> None:
-        self._all_no_rows("outbox_quota_drain", {"name": name})
+        self._all("outbox_quota_drain", {"name": name})
 
     def status(self) -> list[dict[str, Any]]:
-        return self._all("outbox_status")
+        return [row for rows in self._run("outbox status", *(q.status() for q in QUEUES)) for row in rows]
 
     def dead(self, *, limit: int) -> list[dict[str, Any]]:
         return self._all("outbox_dead_list", {"limit": limit})
-
-    def _all_no_rows(self, name: str, params: dict[str, Any]) -> None:
-        try:
-            conn = self.conn()
-            with conn.transaction():
-                conn.execute(db.query(name), params)
-        except psycopg.Error as exc:
-            raise DatabaseError(f"{name}: {exc}") from exc

@@ -21,26 +21,22 @@ import structlog
 
 from .. import db
 from ..config import Settings
-from ..errors import DatabaseError, EnrolmentSyncError
+from ..errors import DatabaseError, LeaseLost
+from ..queue import Queue, Retry
 from . import messages
 from .channels import AppriseChannels, Channels, redacted
 from .policy import channel_id, channels_for, retry_decision, sheet_row, split_urls
 from .sheets import DatabaseQuota, Interrupted, SheetTarget, make_target
-from .store import Notification, OutboxStore, Retry, SheetMessage
+from .store import NOTIFICATION_QUEUE, SHEET_QUEUE, Notification, OutboxStore, SheetMessage
 
 log = structlog.get_logger(__name__)
 
 Only = Literal["sheet", "notify"]
 MAX_DIGEST_ALERT_LINES = messages.MAX_ALERT_LINES
-DEAD_IDS_LISTED = 50
 
 
 def new_consumer_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-class LeaseLost(EnrolmentSyncError):
-    """Our lease on a batch expired and another consumer took it over: stop writing it."""
 
 
 @dataclass
@@ -63,10 +59,10 @@ class Counters:
 
 
 class DeadLetters:
-    """Announcing dead messages: a sweep over the queue (see OutboxStore.announce_dead), so a consumer that dies
+    """Announcing dead messages: a sweep over the queue (see queue.announce_dead), so a consumer that dies
     between parking a message and alerting leaves nothing unannounced; the next sweep of any consumer does it."""
 
-    def __init__(self, store: OutboxStore, settings: Settings, counters: Counters, queue: str) -> None:
+    def __init__(self, store: OutboxStore, settings: Settings, counters: Counters, queue: Queue) -> None:
         self.store = store
         self.settings = settings
         self.counters = counters
@@ -78,7 +74,7 @@ class DeadLetters:
         )
         self.counters.dead_letter_alerts += created
         if created:
-            log.error("dead messages announced", queue=self.queue, alerts_created=created)
+            log.error("dead messages announced", queue=self.queue.name, alerts_created=created)
 
 
 class SheetConsumer:
@@ -98,12 +94,12 @@ class SheetConsumer:
         self.batch = batch
         self.stop = stop
         self.counters = counters
-        self.dead = DeadLetters(store, settings, counters, "sheet_outbox")
+        self.dead = DeadLetters(store, settings, counters, SHEET_QUEUE)
 
     def step(self) -> int:
         """Process one batch; returns how many messages it handled (0: nothing was ready)."""
         max_attempts = self.settings.outbox_max_attempts
-        expired = self.store.park_expired_sheet(max_attempts=max_attempts)
+        expired = self.store.park_expired(SHEET_QUEUE, max_attempts=max_attempts)
         self.counters.sheet_dead += len(expired)
         self.dead.sweep()
         claimed = self.store.claim_sheet(batch=self.batch, max_attempts=max_attempts)
@@ -117,19 +113,19 @@ class SheetConsumer:
         try:
             report = self.target.write(rows, guard=lambda: self._guard(ids))
         except Interrupted as exc:
-            self.store.sheet_release(ids)
+            self.store.release(SHEET_QUEUE, ids)
             self.counters.released += len(ids)
             log.info("sheet batch given back", messages=len(ids), reason=str(exc))
             return len(ids)
         except LeaseLost as exc:
             # the messages taken over are another consumer's now; those still ours go back untried
-            self.store.sheet_release(ids)
+            self.store.release(SHEET_QUEUE, ids)
             log.warning("sheet batch abandoned, ours given back", messages=len(ids), reason=str(exc))
             return len(ids)
         except Exception as exc:  # every failure is an attempt; a poison batch ends dead, not in a loop
             self._failed(claimed, f"{type(exc).__name__}: {exc}")
             return len(ids)
-        done, digests = self.store.sheet_done(ids)
+        done, digests = self.store.sheet_done(claimed)
         self.counters.sheet_batches += 1
         self.counters.sheet_done += len(done)
         self.counters.rows_updated += report.updated
@@ -148,7 +144,7 @@ class SheetConsumer:
         return len(ids)
 
     def _guard(self, ids: list[int]) -> None:
-        still = self.store.renew_sheet(ids)
+        still = self.store.renew(SHEET_QUEUE, ids)
         if len(still) != len(ids):
             raise LeaseLost(f"{len(ids) - len(still)} of {len(ids)} messages were taken over after our lease expired")
 
@@ -166,7 +162,7 @@ class SheetConsumer:
             )
             for m in claimed
         ]
-        rows = self.store.sheet_retry([Retry(m.id, d.delay_s, d.dead) for m, d in decisions], error)
+        rows = self.store.retry(SHEET_QUEUE, [Retry(m.id, d.delay_s, d.dead) for m, d in decisions], error)
         dead = [r for r in rows if r["status"] == "DEAD"]
         self.counters.sheet_retried += len(rows) - len(dead)
         self.counters.sheet_dead += len(dead)
@@ -201,7 +197,7 @@ class NotifyConsumer:
         self.sheet_location = sheet_location
         self.urls = split_urls(settings.notify_urls)
         self.urls_high = split_urls(settings.notify_urls_high)
-        self.dead = DeadLetters(store, settings, counters, "notification_outbox")
+        self.dead = DeadLetters(store, settings, counters, NOTIFICATION_QUEUE)
         self.defer_s = settings.outbox_poll_interval_seconds
 
     def step(self) -> int:
@@ -210,7 +206,7 @@ class NotifyConsumer:
         queued = self.store.enqueue_failed_alerts(lookback_s=self.settings.outbox_alert_lookback_hours * 3600)
         self.counters.failed_alerts_queued += queued
         handled = 0
-        expired = self.store.park_expired_notifications(max_attempts=max_attempts)
+        expired = self.store.park_expired(NOTIFICATION_QUEUE, max_attempts=max_attempts)
         self.counters.notifications_dead += len(expired)
         handled += len(expired)
         self.dead.sweep()
@@ -218,12 +214,12 @@ class NotifyConsumer:
         for number, note in enumerate(claimed):
             if self.stop.is_set():
                 rest = [n.id for n in claimed[number:]]
-                self.store.notification_defer(rest, delay_s=0)
+                self.store.release(NOTIFICATION_QUEUE, rest)
                 self.counters.released += len(rest)
                 break
             # each delivery may block for a channel's timeout: renew the lease on the rest of the batch first,
             # and skip a message whose lease already ran out (another consumer may be delivering it)
-            still = self.store.renew_notifications([n.id for n in claimed[number:]])
+            still = self.store.renew(NOTIFICATION_QUEUE, [n.id for n in claimed[number:]])
             if note.id not in still:
                 log.warning("notification lease lost before delivery, skipped", id=note.id)
                 continue
@@ -269,7 +265,7 @@ class NotifyConsumer:
             self._failed(note, delivered, f"cannot render: {type(exc).__name__}: {exc}")
             return True
         if isinstance(rendered, Defer):
-            self.store.notification_defer([note.id], delay_s=rendered.delay_s)
+            self.store.release(NOTIFICATION_QUEUE, [note.id], delay_s=rendered.delay_s)
             self.counters.notifications_deferred += 1
             return False
         targets = channels_for(note.severity, urls=self.urls, urls_high=self.urls_high)
@@ -372,7 +368,7 @@ def build(
     return Consumers(store, sheet, notify, counters, target)
 
 
-def run(consumers: Consumers, settings: Settings, *, once: bool, stop: threading.Event) -> Counters:
+def run_consumers(consumers: Consumers, settings: Settings, *, once: bool, stop: threading.Event) -> Counters:
     """Poll until stopped (or, with `once`, until nothing is ready). Sheet first, so digests see their rows.
 
     With `once`, a digest still waiting for its run is looked at again on the next pass rather than after
