@@ -60,7 +60,7 @@ class Queue:
         key_order: sql.Composable = sql.SQL("")
         if spec.one_open_per is not None:
             key_order = self._compose("queue_claim_key_order", key=sql.Identifier(spec.one_open_per))
-        columns = sql.SQL(", ").join(sql.Identifier("m", c) for c in spec.columns)
+        columns = sql.SQL(", ").join(sql.Identifier("m", c) for c in ("id", "attempts", *spec.columns))
         self._claim = self._compose("queue_claim", key_order=key_order, columns=columns)
         self._renew = self._compose("queue_renew")
         self._done = self._compose("queue_done")
@@ -106,6 +106,10 @@ class Queue:
 
     def status(self) -> Statement:
         return Statement(self._status, {"queue": self.spec.table})
+
+    def contract(self) -> Statement:
+        """The contract columns the table lacks (no row: it follows the contract)."""
+        return Statement(db.query("queue_contract"), {"table": self.spec.table})
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,39 @@ class DeadLetters:
             log.error("dead messages announced", queue=self.queue.name, alerts_created=created)
 
 
-class SheetConsumer:
+class Consumer:
+    """What both consumers share: their queue's store, settings, batch size, stop, counters and sweep."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        store: OutboxStore,
+        settings: Settings,
+        *,
+        batch: int,
+        stop: threading.Event,
+        counters: Counters,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.batch = batch
+        self.stop = stop
+        self.counters = counters
+        self.dead = DeadLetters(store, settings, counters, queue)
+
+    def _retry(self, message_id: int, attempts: int) -> Retry:
+        """After a failed attempt: its backoff, or dead on the last allowed attempt."""
+        s = self.settings
+        decision = retry_decision(
+            attempts,
+            max_attempts=s.outbox_max_attempts,
+            base_s=s.outbox_backoff_base_seconds,
+            max_s=s.outbox_backoff_max_seconds,
+        )
+        return Retry(message_id, decision.delay_s, decision.dead)
+
+
+class SheetConsumer(Consumer):
     def __init__(
         self,
         store: OutboxStore,
@@ -88,13 +120,8 @@ class SheetConsumer:
         stop: threading.Event,
         counters: Counters,
     ) -> None:
-        self.store = store
+        super().__init__(SHEET_QUEUE, store, settings, batch=batch, stop=stop, counters=counters)
         self.target = target
-        self.settings = settings
-        self.batch = batch
-        self.stop = stop
-        self.counters = counters
-        self.dead = DeadLetters(store, settings, counters, SHEET_QUEUE)
 
     def step(self) -> int:
         """Process one batch; returns how many messages it handled (0: nothing was ready)."""
@@ -149,20 +176,7 @@ class SheetConsumer:
             raise LeaseLost(f"{len(ids) - len(still)} of {len(ids)} messages were taken over after our lease expired")
 
     def _failed(self, claimed: list[SheetMessage], error: str) -> None:
-        s = self.settings
-        decisions = [
-            (
-                m,
-                retry_decision(
-                    m.attempts,
-                    max_attempts=s.outbox_max_attempts,
-                    base_s=s.outbox_backoff_base_seconds,
-                    max_s=s.outbox_backoff_max_seconds,
-                ),
-            )
-            for m in claimed
-        ]
-        rows = self.store.retry(SHEET_QUEUE, [Retry(m.id, d.delay_s, d.dead) for m, d in decisions], error)
+        rows = self.store.retry(SHEET_QUEUE, [self._retry(m.id, m.attempts) for m in claimed], error)
         dead = [r for r in rows if r["status"] == "DEAD"]
         self.counters.sheet_retried += len(rows) - len(dead)
         self.counters.sheet_dead += len(dead)
@@ -176,7 +190,7 @@ class Defer:
     delay_s: float
 
 
-class NotifyConsumer:
+class NotifyConsumer(Consumer):
     def __init__(
         self,
         store: OutboxStore,
@@ -188,16 +202,11 @@ class NotifyConsumer:
         counters: Counters,
         sheet_location: str,
     ) -> None:
-        self.store = store
+        super().__init__(NOTIFICATION_QUEUE, store, settings, batch=batch, stop=stop, counters=counters)
         self.channels = channels
-        self.settings = settings
-        self.batch = batch
-        self.stop = stop
-        self.counters = counters
         self.sheet_location = sheet_location
         self.urls = split_urls(settings.notify_urls)
         self.urls_high = split_urls(settings.notify_urls_high)
-        self.dead = DeadLetters(store, settings, counters, NOTIFICATION_QUEUE)
         self.defer_s = settings.outbox_poll_interval_seconds
 
     def step(self) -> int:
@@ -288,19 +297,11 @@ class NotifyConsumer:
         return True
 
     def _failed(self, note: Notification, delivered: list[str], error: str) -> None:
-        s = self.settings
-        decision = retry_decision(
-            note.attempts,
-            max_attempts=s.outbox_max_attempts,
-            base_s=s.outbox_backoff_base_seconds,
-            max_s=s.outbox_backoff_max_seconds,
-        )
-        row = self.store.notification_retry(
-            note.id, retry=Retry(note.id, decision.delay_s, decision.dead), delivered_to=delivered, error=error
-        )
+        retry = self._retry(note.id, note.attempts)
+        row = self.store.notification_retry(note.id, retry=retry, delivered_to=delivered, error=error)
         if row is None:
             return
-        if decision.dead:
+        if retry.dead:
             self.counters.notifications_dead += 1
             self.dead.sweep()
         else:

@@ -6,7 +6,8 @@
 -- open and next_attempt_at <= now()) served by the table's claim index. Every time is the database's now().
 
 -- queue_claim --
--- Claim ready messages, oldest first, counting the attempt; {key_order} is empty or queue_claim_key_order.
+-- Claim ready messages, oldest first, counting the attempt; {key_order} is empty or queue_claim_key_order,
+-- {columns} is id, attempts and the queue's own columns.
 with picked as (
     select m.id
     from {table} m
@@ -23,7 +24,7 @@ set status = 'PROCESSING', attempts = m.attempts + 1, locked_by = %(consumer)s,
     next_attempt_at = now() + make_interval(secs => %(lease_s)s), updated_at = now()
 from picked
 where m.id = picked.id
-returning m.id, m.attempts, {columns};
+returning {columns};
 
 -- queue_claim_key_order --
 -- Claim option: a message waits while an older message with the same key is open (one writer per key).
