@@ -37,7 +37,7 @@ class LockConflict(EnrolmentSyncError):
 
 
 class LeaseLost(EnrolmentSyncError):
-    """This run's lease expired and was taken over; the run stops writing."""
+    """A lease (a run's job lease, or a queue message's) expired and was taken over: stop writing."""
 
 
 class RunAbandoned(EnrolmentSyncError):
