@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 from .. import db
 from ..errors import DatabaseError
 from ..queue import Queue, QueueSpec, Retry, Statement, announce_dead
-from ..runtime import run_async
+from ..runtime import run_coroutine
 
 log = structlog.get_logger(__name__)
 
@@ -153,7 +153,7 @@ class OutboxStore:
                 return await announce_dead(conn, queue, cooldown_s=cooldown_s, max_attempts=max_attempts)
 
         try:
-            return run_async(sweep())
+            return run_coroutine(sweep())
         except psycopg.Error as exc:
             raise DatabaseError(f"announce dead messages of {queue.name}: {exc}") from exc
 
