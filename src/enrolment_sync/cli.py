@@ -18,6 +18,7 @@ from .errors import EnrolmentSyncError
 from .keymigration import migrate_keys_command
 from .outbox.cli import outbox_app
 from .runtime import command_settings, prepare_database, run_coroutine
+from .schedule_cli import schedule_app
 
 app = typer.Typer(
     help="Mirror KVCA enrolments into Postgres, with alerts and outbox workers.",
@@ -27,6 +28,7 @@ app = typer.Typer(
 alerts_app = typer.Typer(help="Look at and resolve alerts.", no_args_is_help=True)
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(schedule_app, name="schedule")
 app.command("migrate-keys")(migrate_keys_command)
 
 console = Console()
