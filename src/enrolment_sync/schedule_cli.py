@@ -78,7 +78,9 @@ def add(
 
 
 @schedule_app.command("list")
-def list_(as_json: Annotated[bool, typer.Option("--json", help="One JSON array, times in UTC and KST.")] = False) -> None:
+def list_(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array, times in UTC and KST.")] = False,
+) -> None:
     """Every schedule with its next slot (KST), its last slot and its category's latest run."""
     views = _in_transaction(lambda conn: store.list_schedules(conn))
     if as_json:

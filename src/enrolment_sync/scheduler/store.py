@@ -127,7 +127,9 @@ async def list_schedules(
     return views
 
 
-async def pause_schedule(conn: psycopg.AsyncConnection[Any], schedule_id: int, *, reason: str = "paused by hand") -> bool:
+async def pause_schedule(
+    conn: psycopg.AsyncConnection[Any], schedule_id: int, *, reason: str = "paused by hand"
+) -> bool:
     """Pause by hand; False when it was already paused. ScheduleNotFound for an unknown id."""
     if await db.fetch_one(conn, "schedule_pause", {"schedule_id": schedule_id, "reason": reason}):
         return True
