@@ -11,7 +11,7 @@ import pytest
 from psycopg import sql
 
 from enrolment_sync import db
-from enrolment_sync.runtime import with_dbname
+from enrolment_sync.testing.databases import drop_database, recreate_database
 
 
 def test_sql_callers_queue_a_request_and_a_repeat_is_coalesced(pg: psycopg.Connection[Any]) -> None:
@@ -72,17 +72,14 @@ def supabase_like_database(pg_server_url: str) -> Iterator[str]:
             exists = conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone()
             if not exists:
                 conn.execute(sql.SQL("create role {} nologin").format(sql.Identifier(role)))
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    url = with_dbname(pg_server_url, name)
+    url = recreate_database(pg_server_url, name)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("grant usage on schema public to anon, authenticated")
         conn.execute("alter default privileges in schema public grant execute on functions to anon, authenticated")
         conn.execute("alter default privileges in schema public grant all on tables to anon, authenticated")
     db.migrate(db.parse_target(url))
     yield url
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+    drop_database(pg_server_url, name)
 
 
 def test_anon_and_authenticated_cannot_queue_requests(supabase_like_database: str) -> None:
