@@ -6,13 +6,15 @@ import asyncio
 import re
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
 
+from enrolment_sync.kvca.contract import Status
 from enrolment_sync.testing.kvca import (
     STATUS_MSG,
+    STATUSES,
     RunningSimulator,
     SimulatorConfig,
     SimulatorState,
@@ -430,3 +432,7 @@ def test_rate_limit_beyond_max_in_flight(sim: RunningSimulator, auth: dict[str, 
     limited = next(r for r in responses if r.status_code == 429)
     assert limited.headers["Retry-After"] == "1"
     assert limited.json() == {"error": "rate_limited"}
+
+
+def test_statuses_are_the_contracts() -> None:
+    assert set(STATUSES) == set(get_args(Status))
