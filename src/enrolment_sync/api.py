@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import db
+from . import db, web
 from .clock import Clock
 from .config import Settings
 from .job import ClientFactory, JobRunner, default_client
@@ -122,6 +122,7 @@ def create_app(
         try:
             yield
         finally:
+            await web.shutdown(app)
             await database.close()
 
     app = FastAPI(
@@ -176,6 +177,7 @@ def create_app(
             return JSONResponse({"ok": False, "database": "unreachable"}, status_code=503)
         return JSONResponse({"ok": True, "database": "ok", "migrations": row["migrations"] if row else 0})
 
+    web.install(app, settings, clock=clock)
     app.add_middleware(BodySizeLimit)
     return app
 

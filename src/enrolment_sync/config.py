@@ -14,6 +14,7 @@ JOB_NAME = "enrolment_sync"
 DEFAULT_KVCA_BASE_URL = "http://127.0.0.1:18081"
 DEMO_CLIENT_SECRET = "demo-secret"  # the simulator's; refused for any upstream beyond loopback
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+MIN_OPS_PASSWORD_CHARS = 8
 
 
 def _default_home() -> Path:
@@ -48,6 +49,16 @@ class Settings(BaseSettings):
     worker_api_token: SecretStr | None = None
     log_level: str = "INFO"
 
+    ops_admin_password: SecretStr | None = Field(
+        default=None, description="Console login that may act (docs/console.md)."
+    )
+    ops_readonly_password: SecretStr | None = Field(default=None, description="Console login that may only look.")
+    ops_session_secret: SecretStr | None = Field(
+        default=None, description="Signs console sessions; unset: a random one per process (logins end on restart)."
+    )
+    ops_session_hours: float = Field(default=12, gt=0, le=24 * 30)
+    ops_refresh_seconds: float = Field(default=15, ge=0)
+
     outbox_max_attempts: int = Field(default=8, ge=1)
     outbox_lease_seconds: float = Field(default=120, gt=0)
     outbox_backoff_base_seconds: float = Field(default=5, ge=0)
@@ -75,6 +86,16 @@ class Settings(BaseSettings):
         if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         return value
+
+    @model_validator(mode="after")
+    def _console_passwords(self) -> Settings:
+        admin, readonly = self.ops_admin_password, self.ops_readonly_password
+        for name, value in (("OPS_ADMIN_PASSWORD", admin), ("OPS_READONLY_PASSWORD", readonly)):
+            if value is not None and len(value.get_secret_value()) < MIN_OPS_PASSWORD_CHARS:
+                raise ValueError(f"{name} must be at least {MIN_OPS_PASSWORD_CHARS} characters")
+        if admin is not None and readonly is not None and admin.get_secret_value() == readonly.get_secret_value():
+            raise ValueError("OPS_ADMIN_PASSWORD and OPS_READONLY_PASSWORD must differ (the password decides the role)")
+        return self
 
     @model_validator(mode="after")
     def _no_demo_credentials_beyond_loopback(self) -> Settings:

@@ -1,0 +1,102 @@
+"""The console's actions. Each one is recorded in ops_audit (who, when, what, target, outcome), in the same
+transaction as the change it makes; a refused one is recorded too (the refusal itself changes nothing)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from .. import db
+from ..clock import Clock
+from ..job import JobRunner
+from ..sync import SyncRequest
+from .auth import Viewer
+from .store import AuditEntry, ConsoleStore
+
+log = structlog.get_logger(__name__)
+REQUEUE_ALL_LIMIT = 500  # "re-queue all" takes the oldest this many dead messages per press
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened, for the audit, the page's notice and a script's JSON answer."""
+
+    outcome: str  # OK, NOOP, DENIED, FAILED
+    notice: str  # a key of the notices the templates know
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("OK", "NOOP")
+
+
+class Actions:
+    def __init__(self, store: ConsoleStore, *, runner: JobRunner | None, clock: Clock) -> None:
+        self.store = store
+        self.database = store.database
+        self.runner = runner
+        self.clock = clock
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def _entry(self, viewer: Viewer, action: str, target: str, result: Outcome, remote: str | None) -> AuditEntry:
+        return AuditEntry(viewer.name, str(viewer.role), action, target, result.outcome, result.detail, remote)
+
+    async def deny(self, viewer: Viewer, action: str, target: str, reason: str, remote: str | None) -> Outcome:
+        result = Outcome("DENIED", "denied", {"reason": reason})
+        async with self.database.transaction() as conn:
+            await self.store.record(conn, self._entry(viewer, action, target, result, remote))
+        log.info("console action refused", actor=viewer.name, action=action, target=target)
+        return result
+
+    async def resolve_alert(self, viewer: Viewer, alert_id: int, remote: str | None) -> Outcome:
+        target = f"alert:{alert_id}"
+        async with self.database.transaction() as conn:
+            row = await db.fetch_one(
+                conn,
+                "alerts_resolve_one",
+                {"alert_id": alert_id, "now": self.clock.now(), "resolved_by": f"console:{viewer.name}"},
+            )
+            if row is not None:
+                result = Outcome("OK", "resolved", {"alert_type": row["alert_type"], "severity": row["severity"]})
+            elif await db.fetch_one(conn, "alerts_get", {"alert_id": alert_id}) is None:
+                result = Outcome("FAILED", "no_alert", {"reason": "no such alert"})
+            else:
+                result = Outcome("NOOP", "already_resolved")
+            await self.store.record(conn, self._entry(viewer, "resolve_alert", target, result, remote))
+        log.info("console resolved alert", actor=viewer.name, alert_id=alert_id, outcome=result.outcome)
+        return result
+
+    async def requeue(self, viewer: Viewer, queue: str, ids: list[int] | None, remote: str | None) -> Outcome:
+        async with self.database.transaction() as conn:
+            rows = await self.store.requeue(conn, queue, ids, limit=len(ids) if ids else REQUEUE_ALL_LIMIT)
+            requeued = [int(r["id"]) for r in rows if not r["stale"]]
+            superseded = [int(r["id"]) for r in rows if r["stale"]]
+            detail = {"queue": queue, "asked": ids or "all", "requeued": requeued, "superseded": superseded}
+            result = Outcome("OK" if rows else "NOOP", "requeued" if rows else "nothing_dead", detail)
+            await self.store.record(conn, self._entry(viewer, "requeue_dead", "queues", result, remote))
+        log.info("console re-queued dead messages", actor=viewer.name, queue=queue, count=len(requeued))
+        return result
+
+    async def run_now(self, viewer: Viewer, category_id: int, trigger_type: str, remote: str | None) -> Outcome:
+        """Start a sync of the cohort in this process; its run appears in run_log at once as RUNNING."""
+        target = f"category:{category_id}"
+        if self.runner is None:
+            result = Outcome("FAILED", "no_runner", {"reason": "this process runs no syncs"})
+        else:
+            request = SyncRequest(category_id=category_id, trigger_type=trigger_type)  # type: ignore[arg-type]
+            task = asyncio.create_task(self.runner.run(request))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            result = Outcome("OK", "run_started", {"trigger_type": trigger_type})
+        async with self.database.transaction() as conn:
+            await self.store.record(conn, self._entry(viewer, "run_now", target, result, remote))
+        log.info("console started a run", actor=viewer.name, category_id=category_id, outcome=result.outcome)
+        return result
+
+    async def wait_background(self) -> None:
+        """Let syncs started from the console finish (the app is shutting down)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
