@@ -24,7 +24,10 @@ def _default_home() -> Path:
 class Settings(BaseSettings):
     """Every tunable of the worker. Units are in the names; secrets are `SecretStr` and never logged."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # hide_input_in_errors: a refused value may be a secret (a password, a URL with one), never echo it.
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: SecretStr | None = Field(
         default=None,
