@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from enrolment_sync.config import Settings
-from enrolment_sync.outbox.fake_sheets import RunningFakeSheets
+from enrolment_sync.testing.fake_sheets import RunningFakeSheets
 from tests.conftest import Worker, make_settings
 from tests.outbox_fixtures import drain, outbox_settings
 
