@@ -9,9 +9,11 @@ import structlog
 
 from ..errors import ConfigError
 from .messages import Message
+from .plugins import register as register_korean_channels
 from .policy import channel_id
 
 log = structlog.get_logger(__name__)
+register_korean_channels()  # kakaowork:// jandi:// naverworks:// dooray:// in every Apprise object built here
 
 
 class Channels(Protocol):
