@@ -17,6 +17,7 @@ from . import db
 from .errors import EnrolmentSyncError
 from .keymigration import migrate_keys_command
 from .outbox.cli import outbox_app
+from .outbox.notify_cli import notify_app
 from .runtime import command_settings, prepare_database, run_coroutine
 from .schedule_cli import schedule_app
 
@@ -29,6 +30,7 @@ alerts_app = typer.Typer(help="Look at and resolve alerts.", no_args_is_help=Tru
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(schedule_app, name="schedule")
+app.add_typer(notify_app, name="notify")
 app.command("migrate-keys")(migrate_keys_command)
 
 console = Console()

@@ -106,7 +106,7 @@ class NotifyNaverWorks(NotifyBase):
             )
         self.client_id: str = self.user
         self.client_secret: str = self.password
-        self.kind, self.target, self.account = kind, target, account
+        self.kind, self.target, self.account = kind, target, str(account)
         self.keyfile = keyfile or ""
         try:
             self.private_key = Path(self.keyfile).read_bytes()
@@ -133,14 +133,14 @@ class NotifyNaverWorks(NotifyBase):
             return cached[0]
         now = int(time.time())
         assertion = jwt.encode(
-            {"iss": self.user, "sub": self.account, "iat": now, "exp": now + ASSERTION_LIFETIME_S},
+            {"iss": self.client_id, "sub": self.account, "iat": now, "exp": now + ASSERTION_LIFETIME_S},
             self.private_key,
             algorithm="RS256",
         )
         form = {
             "assertion": assertion,
             "grant_type": GRANT_TYPE,
-            "client_id": self.user,
+            "client_id": self.client_id,
             "client_secret": self.client_secret,
             "scope": SCOPE,
         }
