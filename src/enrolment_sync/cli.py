@@ -86,7 +86,7 @@ def migrate() -> None:
     settings = command_settings()
     try:
         url, _ = db.resolve_url(settings)
-        applied = db.migrate(db.parse_target(url))
+        applied = db.migrate(db.parse_target(url), notices=lambda note: console.print(note, markup=False))
     except EnrolmentSyncError as exc:
         raise _fail(exc) from exc
     console.print(f"applied: {', '.join(applied)}" if applied else "nothing to apply: the schema is current")

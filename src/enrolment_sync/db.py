@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -121,11 +121,16 @@ def migration_files() -> list[tuple[str, str]]:
 MIGRATION_LOCK_KEY = 0x656E726F6C  # "enrol": serialises concurrent migrators (transaction-scoped)
 
 
-def migrate(target: ConnectionTarget) -> list[str]:
-    """Apply every pending migration, each in its own transaction; return the names applied."""
+def migrate(target: ConnectionTarget, *, notices: Callable[[str], None] | None = None) -> list[str]:
+    """Apply every pending migration, each in its own transaction; return the names applied.
+
+    `notices` receives what a migration reports with RAISE NOTICE (e.g. how many rows a backfill created).
+    """
     applied_now: list[str] = []
     try:
         with psycopg.connect(target.conninfo, **target.connect_kwargs()) as conn:
+            if notices is not None:
+                conn.add_notice_handler(lambda diag: notices(diag.message_primary or ""))
             conn.execute(
                 "create table if not exists schema_migration ("
                 " name text primary key, applied_at timestamptz not null default now())"
