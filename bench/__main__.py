@@ -5,10 +5,11 @@ from __future__ import annotations
 import importlib
 import sys
 
-USAGE = """usage: python -m bench {sync,outbox} [options]
+USAGE = """usage: python -m bench {sync,outbox,export} [options]
 
   sync     the full sync against its physical bound (and against dlt); see `python -m bench sync --help`
   outbox   outbox consumer throughput; see `python -m bench outbox --help`
+  export   a 100,000-record category exported as xlsx and csv, with peak memory; `python -m bench export --help`
 """
 
 
@@ -22,6 +23,10 @@ def main(argv: list[str] | None = None) -> int:
         from .sync import main as sync_main
 
         return sync_main(rest)
+    if command == "export":
+        from .export import main as export_main
+
+        return export_main(rest)
     if command == "outbox":
         try:
             module = importlib.import_module("bench.outbox")

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from . import db
 from .errors import EnrolmentSyncError
+from .history_cli import export_command, history_command, report_command
 from .keymigration import migrate_keys_command
 from .outbox.cli import outbox_app
 from .outbox.notify_cli import notify_app
@@ -32,6 +33,9 @@ app.add_typer(outbox_app, name="outbox")
 app.add_typer(schedule_app, name="schedule")
 app.add_typer(notify_app, name="notify")
 app.command("migrate-keys")(migrate_keys_command)
+app.command("history")(history_command)
+app.command("report")(report_command)
+app.command("export")(export_command)
 
 console = Console()
 err_console = Console(stderr=True)

@@ -31,3 +31,11 @@ class ManualClock:
         with self._lock:
             self._now += dt.timedelta(hours=hours, minutes=minutes, seconds=seconds)
             return self._now
+
+
+KST = dt.timezone(dt.timedelta(hours=9), "KST")  # Korea keeps no daylight saving time; no tz database needed
+
+
+def to_kst(moment: dt.datetime) -> dt.datetime:
+    """A stored (UTC) time as staff read it."""
+    return moment.astimezone(KST)

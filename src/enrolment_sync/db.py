@@ -129,13 +129,13 @@ def migrate(target: ConnectionTarget, *, notices: Callable[[str], None] | None =
     applied_now: list[str] = []
     try:
         with psycopg.connect(target.conninfo, **target.connect_kwargs()) as conn:
-            if notices is not None:
-                conn.add_notice_handler(lambda diag: notices(diag.message_primary or ""))
             conn.execute(
                 "create table if not exists schema_migration ("
                 " name text primary key, applied_at timestamptz not null default now())"
             )
             conn.execute("alter table schema_migration enable row level security")
+            if notices is not None:  # from here on: only what the migrations themselves report
+                conn.add_notice_handler(lambda diag: notices(diag.message_primary or ""))
             for name, sql in migration_files():
                 with conn.transaction():
                     conn.execute("select pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
