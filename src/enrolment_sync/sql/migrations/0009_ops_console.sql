@@ -17,8 +17,8 @@ create table ops_audit (
 create index ops_audit_target_idx on ops_audit (target, id desc);
 alter table ops_audit enable row level security;
 
--- Cohorts on the overview (a skip scan over the categories) and a cohort's runs, newest first.
-create index run_log_category_id_idx on run_log (category_id, id desc);
+-- Cohorts on the overview (a skip scan over the categories) and a cohort's runs, newest first, read through
+-- run_log_category_id_idx (category_id, id desc), which 0007 creates.
 
 -- Open alerts newest first, and the FAILED alert list (4-2), without walking every alert.
 create index alert_open_id_idx on alert (id desc) where not resolved;
