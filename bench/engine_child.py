@@ -1,4 +1,4 @@
-"""One measured sync, run in a child process of its own: our `JobRunner`, timed, with its DB time counted.
+"""One measured sync, run in a child process of its own: our `SyncJob`, timed, with its DB time counted.
 
 The engine is not changed: the database calls are only wrapped with timers (the `db` module's query
 functions, which every caller reaches through the module, and `Database.transaction`).
@@ -104,9 +104,11 @@ def loop_name(loop: str) -> str:
 
 def run_sync(params: dict[str, Any]) -> dict[str, Any]:
     """params: database_url, base_url, concurrency, category_id, max_users_per_course, profile (path or None)."""
+    from enrolment_sync.api import answer_body
     from enrolment_sync.config import Settings
-    from enrolment_sync.job import JobRunner, default_client
+    from enrolment_sync.job import SyncJob
     from enrolment_sync.kvca.client import KvcaClient
+    from enrolment_sync.kvca.factory import client_from_settings
     from enrolment_sync.runtime import configure_logging
     from enrolment_sync.sync import SyncRequest
 
@@ -129,21 +131,21 @@ def run_sync(params: dict[str, Any]) -> dict[str, Any]:
     clients: list[KvcaClient] = []
 
     def client_factory(s: Settings) -> KvcaClient:
-        clients.append(default_client(s))
+        clients.append(client_from_settings(s))
         return clients[-1]
 
     async def go() -> tuple[Any, float]:
         database = timed_database(db.parse_target(params["database_url"]))
         await database.open()
         try:
-            runner = JobRunner(database, settings, client_factory=client_factory)
+            job = SyncJob(database, settings, client_factory=client_factory)
             request = SyncRequest(
                 category_id=params["category_id"],
                 trigger_type="MANUAL",
                 max_users_per_course=params["max_users_per_course"],
             )
             start = time.perf_counter()
-            outcome = await runner.run(request)
+            outcome = await job.execute(request)
             return outcome, time.perf_counter() - start
         finally:
             await database.close()
@@ -161,7 +163,7 @@ def run_sync(params: dict[str, Any]) -> dict[str, Any]:
         profiler.stop()
         Path(params["profile"]).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
     if not outcome.ok:
-        raise RuntimeError(f"the sync failed: {outcome.body()}")
+        raise RuntimeError(f"the sync failed: {answer_body(outcome)}")
     stats = clients[-1].stats
     s = outcome.summary
     return {

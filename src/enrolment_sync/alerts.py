@@ -1,15 +1,10 @@
-"""Alerts: what a CHANGED or FAILED alert says (pure), and raising them with a cooldown (I/O)."""
+"""What each kind of alert says (pure). Raising and resolving them is store.alerts' job."""
 
 from __future__ import annotations
 
-import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
-import psycopg
-from psycopg.types.json import Jsonb
-
-from . import db
 from .alert_policy import change_severity
 from .failures import Classified, Severity
 from .records import Incoming, Stored, changed_fields
@@ -25,6 +20,8 @@ STATUS_KO = {
 
 @dataclass(frozen=True)
 class AlertSpec:
+    """One alert to raise: the fields the caller decides (the store adds type, run, times and counts)."""
+
     source_type: str
     source_id: str
     severity: Severity
@@ -32,19 +29,10 @@ class AlertSpec:
     detail: dict[str, Any]
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "source_type": self.source_type,
-            "source_id": self.source_id,
-            "severity": str(self.severity),
-            "message": self.message,
-            "detail": self.detail,
-        }
-
-
-@dataclass(frozen=True)
-class Raised:
-    created: list[tuple[str, int]]
-    suppressed: list[tuple[str, int]]
+        # the fields as they are (no deep copy: a CHANGED alert's detail carries two records' fields)
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["severity"] = str(self.severity)
+        return out
 
 
 def changed_alert(record: Incoming, before: Stored, *, run_id: int, course_name: str | None) -> AlertSpec:
@@ -84,37 +72,18 @@ def failed_alert(job_name: str, failure: Classified, *, run_id: int) -> AlertSpe
     return AlertSpec("run_log", f"{job_name}:{failure.group}", failure.severity, message, detail)
 
 
-async def raise_alerts(
-    conn: psycopg.AsyncConnection[Any],
-    alert_type: str,
-    specs: list[AlertSpec],
-    *,
-    run_id: int | None,
-    now: dt.datetime,
-    cooldown_s: float,
-    serialise: bool = False,
-) -> Raised:
-    """Create alerts, or count repeats inside the cooldown on the open alert of the same key.
+DEAD_IDS_LISTED = 50
 
-    `serialise` takes a transaction-scoped lock per key first: FAILED alerts can be raised by concurrent
-    requests (lock conflicts), CHANGED alerts only by the lease holder.
-    """
-    if not specs:
-        return Raised([], [])
-    if serialise:
-        for key in sorted({f"{alert_type}:{s.source_type}:{s.source_id}" for s in specs}):
-            await db.fetch_all(conn, "alerts_key_lock", {"key": key})
-    rows = await db.fetch_all(
-        conn,
-        "alerts_raise",
-        {
-            "alerts": Jsonb([s.as_json() for s in specs]),
-            "alert_type": alert_type,
-            "run_id": run_id,
-            "now": now,
-            "cooldown_s": cooldown_s,
-        },
-    )
-    created = [(r["source_id"], r["id"]) for r in rows if r["created"]]
-    suppressed = [(r["source_id"], r["id"]) for r in rows if not r["created"]]
-    return Raised(created, suppressed)
+
+def dead_letter_alert(queue: str, label: str, ids: list[int], *, max_attempts: int, last_error: str) -> AlertSpec:
+    """One DEAD_LETTER alert per queue and group of messages parked dead (a category, or a notification kind)."""
+    detail = {
+        "queue": queue,
+        "what": label,
+        "message_ids": ids[:DEAD_IDS_LISTED],
+        "count": len(ids),
+        "max_attempts": max_attempts,
+        "last_error": last_error[:1000],
+    }
+    message = f"메시지 보류(dead letter) {queue} {label}: {len(ids)}건, 마지막 오류: {last_error[:200]}"
+    return AlertSpec(queue, f"{queue}:{label}", Severity.HIGH, message, detail)

@@ -1,4 +1,4 @@
-"""The worker's HTTP API: routes are thin, the work is in job.JobRunner."""
+"""The worker's HTTP API: routes are thin, the work is in job.SyncJob; here a job's outcome becomes an answer."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from . import db, web
 from .clock import Clock
 from .config import Settings
-from .job import ClientFactory, JobRunner, default_client
-from .sync import SyncRequest
+from .failures import HTTP_STATUS_BY_GROUP
+from .job import JobOutcome, SyncJob
+from .kvca.factory import ClientFactory, client_from_settings
+from .sync import SyncRequest, SyncSummary
 
 log = structlog.get_logger(__name__)
 MAX_BODY_BYTES = 64 * 1024
@@ -45,6 +47,41 @@ class SyncJobBody(BaseModel):
     trigger_type: Literal["MANUAL", "SCHEDULER", "RETRY"] = "MANUAL"
     max_categories: int = Field(default=1, ge=1, le=100, strict=True)
     max_users_per_course: int = Field(default=500, ge=1, le=100_000, strict=True)
+
+
+def answer_status(outcome: JobOutcome) -> int:
+    return 200 if outcome.failure is None else HTTP_STATUS_BY_GROUP[outcome.failure.group]
+
+
+def answer_body(outcome: JobOutcome) -> dict[str, Any]:
+    """Step 1's answer: ok, run_id and the eight counters; a failure adds its group, status and text."""
+    if outcome.ok:
+        return {
+            "ok": True,
+            "run_id": outcome.run_id,
+            "summary": outcome.summary.public(),
+            "report": _report(outcome.summary),
+        }
+    assert outcome.failure is not None
+    return {
+        "ok": False,
+        "run_id": outcome.run_id,
+        "error_group": str(outcome.failure.group),
+        "http_status_code": outcome.failure.http_status_code,
+        "error": outcome.failure.message,
+        "summary": outcome.summary.public(),
+    }
+
+
+def _report(s: SyncSummary) -> dict[str, Any]:
+    return {
+        "records_written": s.records_written,
+        "suppressed_alerts": s.suppressed_alerts,
+        "details_skipped": s.details_skipped_count,
+        "capped_courses": s.capped_courses,
+        "vanished_records": s.vanished_count,
+        "upstream_requests": s.upstream_requests,
+    }
 
 
 class BodySizeLimit:
@@ -106,7 +143,7 @@ def create_app(
     *,
     database_url: str,
     clock: Clock | None = None,
-    client_factory: ClientFactory = default_client,
+    client_factory: ClientFactory = client_from_settings,
     worker_id: str | None = None,
 ) -> FastAPI:
     """Build the app. The database pool opens in the lifespan; abandoned runs are closed at start."""
@@ -115,10 +152,10 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = db.Database(db.parse_target(database_url), max_size=max(4, settings.kvca_max_concurrency))
         await database.open()
-        runner = JobRunner(database, settings, clock=clock, client_factory=client_factory, worker_id=worker_id)
-        await runner.close_abandoned()
+        job = SyncJob(database, settings, clock=clock, client_factory=client_factory, worker_id=worker_id)
+        await job.close_abandoned()
         app.state.db = database
-        app.state.runner = runner
+        app.state.job = job
         try:
             yield
         finally:
@@ -162,20 +199,20 @@ def create_app(
     @app.post("/jobs/enrolment-sync", dependencies=[Depends(require_token)])
     async def enrolment_sync(body: SyncJobBody, request: Request) -> JSONResponse:
         """Sync one category's enrolments now (Step 1). 409 while another run holds the lease."""
-        runner: JobRunner = request.app.state.runner
-        outcome = await runner.run(SyncRequest(**body.model_dump()))
-        return JSONResponse(outcome.body(), status_code=outcome.http_status)
+        job: SyncJob = request.app.state.job
+        outcome = await job.execute(SyncRequest(**body.model_dump()))
+        return JSONResponse(answer_body(outcome), status_code=answer_status(outcome))
 
     @app.get("/healthz")
     async def healthz(request: Request) -> JSONResponse:
         """Liveness and readiness: the database answers and the schema is migrated."""
         database: db.Database = request.app.state.db
         try:
-            row = await database.fetch_one("health")
+            migrations = await database.migrations_applied()
         except Exception as exc:
             log.warning("health check failed", error=str(exc))
             return JSONResponse({"ok": False, "database": "unreachable"}, status_code=503)
-        return JSONResponse({"ok": True, "database": "ok", "migrations": row["migrations"] if row else 0})
+        return JSONResponse({"ok": True, "database": "ok", "migrations": migrations})
 
     web.install(app, settings, clock=clock)
     app.add_middleware(BodySizeLimit)

@@ -104,7 +104,8 @@ def sync(
     max_users_per_course: Annotated[int, typer.Option(min=1)] = 500,
 ) -> None:
     """Run the sync once from a terminal (same lease, same run_log); prints the summary JSON."""
-    from .job import JobRunner
+    from .api import answer_body
+    from .job import SyncJob
     from .sync import SyncRequest
 
     if trigger_type not in {"MANUAL", "SCHEDULER", "RETRY"}:
@@ -117,8 +118,8 @@ def sync(
         database = db.Database(db.parse_target(url), max_size=max(4, settings.kvca_max_concurrency))
         await database.open()
         try:
-            runner = JobRunner(database, settings)
-            await runner.close_abandoned()
+            job = SyncJob(database, settings)
+            await job.close_abandoned()
             with Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
@@ -137,8 +138,8 @@ def sync(
                     elif event == "course_done":
                         bar.advance(task)
 
-                outcome = await runner.run(request, progress=progress)
-            return {"http_status": outcome.http_status, **outcome.body()}
+                outcome = await job.execute(request, progress=progress)
+            return answer_body(outcome)
         finally:
             await database.close()
 
@@ -146,7 +147,6 @@ def sync(
         body = run_coroutine(go())
     except EnrolmentSyncError as exc:
         raise _fail(exc) from exc
-    body.pop("http_status")
     console.print_json(json.dumps(body, ensure_ascii=False))
     if not body["ok"]:
         raise typer.Exit(1)
@@ -202,13 +202,14 @@ def alerts_list(
 ) -> None:
     """Open alerts, newest first."""
     import psycopg
-    from psycopg.rows import dict_row
+
+    from .store import alerts
 
     settings = command_settings()
     url = prepare_database(settings)
     target = db.parse_target(url)
-    with psycopg.connect(target.conninfo, **target.connect_kwargs(), row_factory=dict_row) as conn:
-        rows = conn.execute(db.query("alerts_list"), {"include_resolved": all_, "limit": limit}).fetchall()
+    with psycopg.connect(target.conninfo, **target.connect_kwargs()) as conn:
+        rows = alerts.listed(conn, include_resolved=all_, limit=limit)
     table = Table("id", "type", "severity", "source_id", "occurrences", "created_at", "resolved", "message")
     for r in rows:
         table.add_row(
@@ -231,6 +232,7 @@ def alerts_resolve(
 ) -> None:
     """Resolve one alert by hand."""
     from .clock import SystemClock
+    from .store import alerts
 
     settings = command_settings()
     url = prepare_database(settings)
@@ -240,11 +242,9 @@ def alerts_resolve(
         await database.open()
         try:
             async with database.transaction() as conn:
-                row = await db.fetch_one(
-                    conn, "alerts_resolve_one", {"alert_id": alert_id, "now": SystemClock().now(), "resolved_by": by}
-                )
+                row = await alerts.resolve_one(conn, alert_id, by=by, now=SystemClock().now())
                 if row is None:
-                    existing = await db.fetch_one(conn, "alerts_get", {"alert_id": alert_id})
+                    existing = await alerts.get(conn, alert_id)
                     if existing is None:
                         raise _fail(LookupError(f"no alert with id {alert_id}"), 1)
                     console.print(f"alert {alert_id} was already resolved at {existing['resolved_at']}")

@@ -111,14 +111,6 @@ class Settings(BaseSettings):
             )
         return self
 
-    @property
-    def lock_ttl_s(self) -> float:
-        return self.job_lock_ttl_seconds
-
-    @property
-    def cooldown_s(self) -> float:
-        return self.alert_cooldown_minutes * 60
-
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

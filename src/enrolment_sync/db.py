@@ -179,11 +179,11 @@ class Database:
         async with self.pool.connection() as conn:
             yield conn
 
-    async def fetch_one(self, name: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    async def migrations_applied(self) -> int:
+        """How many migrations the schema has had (the health check: the database answers, the schema is there)."""
         async with self.connection() as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(query(name), params or {})
-            return await cur.fetchone()
+            row = await fetch_one(conn, "health")
+        return int(row["migrations"]) if row else 0
 
 
 async def fetch_all(

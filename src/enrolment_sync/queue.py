@@ -4,7 +4,7 @@
 FOR UPDATE SKIP LOCKED and a lease held in the row, renew, done, retry with backoff, release, park expired,
 the dead-letter sweep's select and mark); its callers run them on their own connection, sync or async, and
 add what only their queue does in the same transaction. `dead_letters` decides what a dead-letter sweep
-raises (pure); `announce_dead` is that sweep (I/O): one DEAD_LETTER alert per group through `raise_alerts`,
+raises (pure); `announce_dead` is that sweep (I/O): one DEAD_LETTER alert per group through store.alerts,
 one DEAD_MESSAGE notification, and the messages marked announced, in one transaction.
 """
 
@@ -20,8 +20,9 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from . import db
-from .alerts import AlertSpec, raise_alerts
+from .alerts import AlertSpec
 from .failures import Severity
+from .store import alerts
 
 DEAD_IDS_LISTED = 50  # how many dead message ids an alert lists before it only counts
 MAX_ERROR_CHARS = 2000
@@ -165,7 +166,7 @@ async def announce_dead(
     conn: psycopg.AsyncConnection[Any],
     queue: Queue,
     *,
-    cooldown_s: float,
+    cooldown_minutes: float,
     max_attempts: int,
     limit: int = 1000,
 ) -> int:
@@ -182,8 +183,14 @@ async def announce_dead(
         assert clock is not None
         now = clock["now"]
         for letter in dead_letters(queue.spec, dead, max_attempts=max_attempts):
-            raised = await raise_alerts(
-                conn, "DEAD_LETTER", [letter.alert], run_id=None, now=now, cooldown_s=cooldown_s, serialise=True
+            raised = await alerts.raise_alerts(
+                conn,
+                "DEAD_LETTER",
+                [letter.alert],
+                run_id=None,
+                now=now,
+                cooldown_minutes=cooldown_minutes,
+                serialise=True,
             )
             created += len(raised.created)
             _, alert_id = (raised.created + raised.suppressed)[0]

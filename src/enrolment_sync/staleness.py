@@ -6,10 +6,11 @@ import datetime as dt
 from typing import Any
 
 from . import db
-from .alerts import AlertSpec, raise_alerts
+from .alerts import AlertSpec
 from .clock import Clock
 from .config import JOB_NAME, Settings
 from .failures import Severity
+from .store import alerts, runs
 
 
 def stale_key(job_name: str, category_id: int) -> str:
@@ -49,25 +50,29 @@ async def check_staleness(
     """Raise STALE alerts (once per cooldown) and return the stale categories."""
     now = clock.now()
     async with database.transaction() as conn:
-        seen = await db.fetch_all(conn, "run_categories_seen", {"job_name": job_name})
+        seen = await runs.categories_seen(conn, job_name)
         stale = [
-            row
-            for row in seen
-            if (category_id is None or row["category_id"] == category_id)
-            and is_stale(row["last_success_at"], row["first_started_at"], now, settings.stale_after_hours)
+            c
+            for c in seen
+            if (category_id is None or c.category_id == category_id)
+            and is_stale(c.last_success_at, c.first_started_at, now, settings.stale_after_hours)
         ]
-        specs = [
-            stale_alert(job_name, r["category_id"], r["last_success_at"], settings.stale_after_hours) for r in stale
-        ]
-        raised = await raise_alerts(
-            conn, "STALE", specs, run_id=None, now=now, cooldown_s=settings.cooldown_s, serialise=True
+        specs = [stale_alert(job_name, c.category_id, c.last_success_at, settings.stale_after_hours) for c in stale]
+        raised = await alerts.raise_alerts(
+            conn,
+            "STALE",
+            specs,
+            run_id=None,
+            now=now,
+            cooldown_minutes=settings.alert_cooldown_minutes,
+            serialise=True,
         )
     created = {source_id for source_id, _ in raised.created}
     return [
         {
-            "category_id": r["category_id"],
-            "last_success_at": r["last_success_at"],
-            "alert_created": stale_key(job_name, r["category_id"]) in created,
+            "category_id": c.category_id,
+            "last_success_at": c.last_success_at,
+            "alert_created": stale_key(job_name, c.category_id) in created,
         }
-        for r in stale
+        for c in stale
     ]

@@ -12,16 +12,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from . import db
-from .alerts import changed_alert, raise_alerts
+from .alerts import changed_alert
 from .clock import Clock
 from .errors import UpstreamDataError
 from .kvca.adapter import detail_record, status_record
 from .kvca.client import KvcaClient
 from .kvca.contract import dedupe_rows, parse_detail, parse_status_row
-from .records import DETAIL, STATUS, Incoming, Stored, diff, record_key
+from .records import DETAIL, STATUS, Incoming, diff, record_key
+from .store import alerts, records
 
 TriggerType = Literal["MANUAL", "SCHEDULER", "RETRY"]
 MAX_LISTED = 50  # how many skipped/vanished keys a summary lists before it only counts
@@ -119,7 +119,7 @@ class SyncEngine:
         *,
         run_id: int,
         clock: Clock,
-        cooldown_s: float,
+        cooldown_minutes: float,
         fence: Fence | None = None,
         course_concurrency: int = 4,
         progress: Progress | None = None,
@@ -128,13 +128,14 @@ class SyncEngine:
         self.client = client
         self.run_id = run_id
         self.clock = clock
-        self.cooldown_s = cooldown_s
+        self.cooldown_minutes = cooldown_minutes
         self.fence = fence
         self.course_slots = asyncio.Semaphore(course_concurrency)
         self.progress = progress or (lambda _event, _data: None)
         self.summary = SyncSummary()
 
-    async def run(self, request: SyncRequest) -> SyncSummary:
+    async def sync_categories(self, request: SyncRequest) -> SyncSummary:
+        """The category and up to max_categories - 1 of its subcategories, each course stored as it is fetched."""
         root = await self.client.get_category(request.category_id)
         categories = [request.category_id]
         subs = root.get("subcategory_ids") or []
@@ -161,14 +162,10 @@ class SyncEngine:
         async with self.db.transaction() as conn:
             if self.fence is not None:
                 await self.fence(conn)
-            rows = await db.fetch_all(
-                conn,
-                "records_mark_missing_outside",
-                {"category_id": category_id, "course_ids": course_ids, "now": self.clock.now()},
-            )
-        keys = sorted({r["source_id"] for r in rows})
+            marked = await records.mark_missing_outside(conn, category_id, course_ids, now=self.clock.now())
+        keys = sorted(set(marked))
         if keys:
-            self.summary.records_written += len(rows)
+            self.summary.records_written += len(marked)
             self.summary.vanished_count += len(keys)
             self.summary.vanished_records = (self.summary.vanished_records + keys)[:MAX_LISTED]
 
@@ -217,45 +214,21 @@ class SyncEngine:
         async with self.db.transaction() as conn:
             if self.fence is not None:
                 await self.fence(conn)
-            stored_rows = await db.fetch_all(
-                conn, "records_of_course", {"category_id": fetched.category_id, "course_id": fetched.course_id}
-            )
-            stored = {
-                (r["source_type"], r["source_id"]): Stored(
-                    r["content_hash"],
-                    r["missing"],
-                    {k: r[k] for k in ("status", "status_msg", "gc_date", "sjc_date", "update_time")},
-                )
-                for r in stored_rows
-            }
+            stored = await records.of_course(conn, fetched.category_id, fetched.course_id)
             d = diff(fetched.incoming, stored, present=fetched.present)
             to_write = d.to_write
-            if to_write:
-                await db.execute(
-                    conn,
-                    "records_upsert",
-                    {"rows": Jsonb([r.as_row() for r in to_write]), "run_id": self.run_id, "now": now},
-                )
-            if d.vanished:
-                await db.execute(
-                    conn,
-                    "records_mark_missing",
-                    {
-                        "category_id": fetched.category_id,
-                        "course_id": fetched.course_id,
-                        "source_ids": d.vanished,
-                        "now": now,
-                    },
-                )
+            await records.upsert(conn, to_write, run_id=self.run_id, now=now)
+            await records.mark_missing(conn, fetched.category_id, fetched.course_id, d.vanished, now=now)
             specs = [
                 changed_alert(rec, before, run_id=self.run_id, course_name=fetched.course_name)
                 for rec, before in d.changed
                 if rec.source_type == STATUS
             ]
-            raised = await raise_alerts(conn, "CHANGED", specs, run_id=self.run_id, now=now, cooldown_s=self.cooldown_s)
+            raised = await alerts.raise_alerts(
+                conn, "CHANGED", specs, run_id=self.run_id, now=now, cooldown_minutes=self.cooldown_minutes
+            )
             sheet_rows = self._sheet_rows(fetched, d.new, [rec for rec, _ in d.changed])
-            if sheet_rows:
-                await db.execute(conn, "sheet_enqueue", {"rows": Jsonb(sheet_rows), "run_id": self.run_id, "now": now})
+            await records.queue_sheet_rows(conn, sheet_rows, run_id=self.run_id, now=now)
         s = self.summary
         s.courses_processed += 1
         s.status_rows_processed += fetched.status_rows

@@ -115,8 +115,8 @@ def test_a_third_queue_claims_leases_retries_parks_and_announces_without_sql_of_
         assert {r["id"] for r in parked} == set(ids_a[1:])
         assert all(r["last_error"].startswith("lease expired on attempt 2 (consumer b") for r in parked)
         groups = len({m["category_id"] for m in claimed["a"][1:]})
-        assert a.announce_dead(PROBE, cooldown_s=3600, max_attempts=2) == groups
-        assert a.announce_dead(PROBE, cooldown_s=3600, max_attempts=2) == 0  # announced once
+        assert a.announce_dead(PROBE, cooldown_minutes=60, max_attempts=2) == groups
+        assert a.announce_dead(PROBE, cooldown_minutes=60, max_attempts=2) == 0  # announced once
         alerts = pg.execute(
             "select source_type, source_id, severity, detail from alert where alert_type = 'DEAD_LETTER'"
         ).fetchall()

@@ -2,7 +2,7 @@
 
 `old_engine_run` is what a sync keyed on `category_id:user_id` did: each course's status rows looked up by
 key, diffed, upserted, CHANGED alerts raised and sheet rows queued, through the project's own code
-(records.diff, alerts.changed_alert, alerts.raise_alerts and the queries of sql/queries.sql). Only the key
+(records.diff, alerts.changed_alert, store.alerts.raise_alerts and the queries of sql/queries.sql). Only the key
 function differs between the two runs of the comparison.
 """
 
@@ -20,13 +20,14 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from enrolment_sync import db
-from enrolment_sync.alerts import changed_alert, raise_alerts
+from enrolment_sync.alerts import changed_alert
 from enrolment_sync.clock import ManualClock
-from enrolment_sync.job import default_client
 from enrolment_sync.keymigration import old_record_key
 from enrolment_sync.kvca.adapter import status_record
 from enrolment_sync.kvca.contract import parse_status_row
+from enrolment_sync.kvca.factory import client_from_settings
 from enrolment_sync.records import STATUS, Stored, diff, record_key
+from enrolment_sync.store import alerts
 from enrolment_sync.sync import SyncEngine, SyncRequest, SyncSummary
 from enrolment_sync.testing.kvca import RunningSimulator, SimulatorConfig, SimulatorState
 from tests.conftest import Worker, make_settings
@@ -81,7 +82,7 @@ async def old_engine_run(database_url: str, state: SimulatorState, key: KeyFn, *
                     rows = Jsonb([r.as_row() for r in d.to_write])
                     await db.execute(conn, "records_upsert", {"rows": rows, "run_id": run_id, "now": now})
                 specs = [changed_alert(rec, before, run_id=run_id, course_name=None) for rec, before in d.changed]
-                raised = await raise_alerts(conn, "CHANGED", specs, run_id=run_id, now=now, cooldown_s=0)
+                raised = await alerts.raise_alerts(conn, "CHANGED", specs, run_id=run_id, now=now, cooldown_minutes=0)
                 sheet = [
                     {"category_id": CATEGORY, "source_id": r.source_id, "payload": r.payload}
                     for r in [*d.new, *(rec for rec, _ in d.changed)]
@@ -211,16 +212,16 @@ async def _engine_runs(database_url: str, base_url: str, engine_class: type[Sync
     summaries = []
     try:
         for run_id in (1, 2, 3):
-            async with default_client(settings) as client:
+            async with client_from_settings(settings) as client:
                 engine = engine_class(
                     database,
                     client,
                     run_id=run_id,
                     clock=ManualClock(START + dt.timedelta(days=run_id)),
-                    cooldown_s=0,
+                    cooldown_minutes=0,
                     course_concurrency=1,  # course 9001, then 9002: the order the numbers below describe
                 )
-                summaries.append(await engine.run(SyncRequest(CATEGORY)))
+                summaries.append(await engine.sync_categories(SyncRequest(CATEGORY)))
     finally:
         await database.close()
     return summaries

@@ -12,8 +12,9 @@ from rich.table import Table
 
 from ..errors import EnrolmentSyncError
 from ..runtime import command_settings, prepare_database
+from ..worker_id import new_worker_id
 from .store import OutboxStore
-from .worker import Only, build, new_consumer_id, run_consumers
+from .worker import Only, build, run_consumers
 
 outbox_app = typer.Typer(help="Outbox consumers: sheet and notifications.", no_args_is_help=True)
 console = Console()
@@ -73,7 +74,7 @@ def status_command(
 
     try:
         url = prepare_database(settings)
-        store = OutboxStore(db.parse_target(url), consumer_id=new_consumer_id(), lease_s=0)
+        store = OutboxStore(db.parse_target(url), consumer_id=new_worker_id(), lease_s=0)
         try:
             queues = store.status()
             dead_rows = store.dead(limit=dead) if dead else []

@@ -140,7 +140,7 @@ class OutboxStore:
     def park_expired(self, queue: Queue, *, max_attempts: int) -> list[dict[str, Any]]:
         return self._run(f"park expired {queue.name}", queue.park_expired(max_attempts=max_attempts))[0]
 
-    def announce_dead(self, queue: Queue, *, cooldown_s: float, max_attempts: int) -> int:
+    def announce_dead(self, queue: Queue, *, cooldown_minutes: float, max_attempts: int) -> int:
         """The dead-letter sweep (queue.announce_dead); a cheap look first, so an idle sweep costs one statement.
         Returns how many alerts were created."""
         if not self._run(f"look for dead messages of {queue.name}", queue.dead_unalerted(limit=1))[0]:
@@ -150,7 +150,7 @@ class OutboxStore:
             async with await psycopg.AsyncConnection.connect(
                 self.target.conninfo, **self.target.connect_kwargs()
             ) as conn:
-                return await announce_dead(conn, queue, cooldown_s=cooldown_s, max_attempts=max_attempts)
+                return await announce_dead(conn, queue, cooldown_minutes=cooldown_minutes, max_attempts=max_attempts)
 
         try:
             return run_coroutine(sweep())

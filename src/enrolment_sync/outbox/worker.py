@@ -9,10 +9,7 @@ or retry with backoff, or park as dead with a DEAD_LETTER alert and a DEAD_MESSA
 from __future__ import annotations
 
 import datetime as dt
-import os
-import socket
 import threading
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -23,6 +20,7 @@ from .. import db
 from ..config import Settings
 from ..errors import DatabaseError, LeaseLost
 from ..queue import Queue, Retry
+from ..worker_id import new_worker_id
 from . import messages
 from .channels import AppriseChannels, Channels, redacted
 from .policy import channel_id, channels_for, retry_decision, sheet_row, split_urls
@@ -33,10 +31,6 @@ log = structlog.get_logger(__name__)
 
 Only = Literal["sheet", "notify"]
 MAX_DIGEST_ALERT_LINES = messages.MAX_ALERT_LINES
-
-
-def new_consumer_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 @dataclass
@@ -70,7 +64,9 @@ class DeadLetters:
 
     def sweep(self) -> None:
         created = self.store.announce_dead(
-            self.queue, cooldown_s=self.settings.cooldown_s, max_attempts=self.settings.outbox_max_attempts
+            self.queue,
+            cooldown_minutes=self.settings.alert_cooldown_minutes,
+            max_attempts=self.settings.outbox_max_attempts,
         )
         self.counters.dead_letter_alerts += created
         if created:
@@ -335,7 +331,7 @@ def build(
     """Wire the consumers of one process (tests pass a target or channels of their own)."""
     store = OutboxStore(
         db.parse_target(database_url),
-        consumer_id=consumer_id or new_consumer_id(),
+        consumer_id=consumer_id or new_worker_id(),
         lease_s=settings.outbox_lease_seconds,
     )
     counters = Counters()

@@ -1,0 +1,123 @@
+"""Raising and resolving alerts: the one place that does either.
+
+An alert is raised once per key (alert_type, source_type, source_id); a repeat inside the cooldown, counted
+from the open alert's created_at, is counted on that alert instead (`occurrences`). Raisers that may run at
+the same time as others for the same key (FAILED from lock conflicts, STALE, DEAD_LETTER) pass
+`serialise=True`: a transaction-scoped advisory lock per key, so the cooldown check sees the other's row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from .. import db
+from ..alerts import AlertSpec
+
+
+@dataclass(frozen=True)
+class Raised:
+    created: list[tuple[str, int]]  # (source_id, alert id)
+    suppressed: list[tuple[str, int]]
+
+
+def _key_locks(alert_type: str, specs: list[AlertSpec]) -> list[dict[str, Any]]:
+    return [{"key": key} for key in sorted({f"{alert_type}:{s.source_type}:{s.source_id}" for s in specs})]
+
+
+def _raise_params(
+    alert_type: str, specs: list[AlertSpec], *, run_id: int | None, now: dt.datetime, cooldown_minutes: float
+) -> dict[str, Any]:
+    return {
+        "alerts": Jsonb([s.as_json() for s in specs]),
+        "alert_type": alert_type,
+        "run_id": run_id,
+        "now": now,
+        "cooldown_s": cooldown_minutes * 60,
+    }
+
+
+def _raised(rows: list[dict[str, Any]]) -> Raised:
+    return Raised(
+        [(r["source_id"], r["id"]) for r in rows if r["created"]],
+        [(r["source_id"], r["id"]) for r in rows if not r["created"]],
+    )
+
+
+async def raise_alerts(
+    conn: psycopg.AsyncConnection[Any],
+    alert_type: str,
+    specs: list[AlertSpec],
+    *,
+    run_id: int | None,
+    now: dt.datetime,
+    cooldown_minutes: float,
+    serialise: bool = False,
+) -> Raised:
+    """Create alerts, or count repeats inside the cooldown on the open alert of the same key."""
+    if not specs:
+        return Raised([], [])
+    if serialise:
+        for lock in _key_locks(alert_type, specs):
+            await db.fetch_all(conn, "alerts_key_lock", lock)
+    params = _raise_params(alert_type, specs, run_id=run_id, now=now, cooldown_minutes=cooldown_minutes)
+    return _raised(await db.fetch_all(conn, "alerts_raise", params))
+
+
+def raise_alerts_blocking(
+    conn: psycopg.Connection[Any],
+    alert_type: str,
+    specs: list[AlertSpec],
+    *,
+    run_id: int | None,
+    now: dt.datetime,
+    cooldown_minutes: float,
+    serialise: bool = False,
+) -> Raised:
+    """`raise_alerts` for the outbox consumers, which work on blocking connections (threads)."""
+    if not specs:
+        return Raised([], [])
+    cur = conn.cursor(row_factory=dict_row)
+    if serialise:
+        for lock in _key_locks(alert_type, specs):
+            cur.execute(db.query("alerts_key_lock"), lock)
+    params = _raise_params(alert_type, specs, run_id=run_id, now=now, cooldown_minutes=cooldown_minutes)
+    cur.execute(db.query("alerts_raise"), params)
+    return _raised(cur.fetchall())
+
+
+async def resolve_failed(conn: psycopg.AsyncConnection[Any], job_name: str, *, by: str, now: dt.datetime) -> list[int]:
+    """Resolve the job's open FAILED alerts (every error group); returns their ids."""
+    rows = await db.fetch_all(
+        conn, "alerts_resolve_failed", {"now": now, "resolved_by": by, "job_prefix": f"{job_name}:%"}
+    )
+    return [int(r["id"]) for r in rows]
+
+
+async def resolve_stale(conn: psycopg.AsyncConnection[Any], source_id: str, *, by: str, now: dt.datetime) -> list[int]:
+    """Resolve the open STALE alert of one category key; returns its id (or nothing)."""
+    rows = await db.fetch_all(conn, "alerts_resolve_stale", {"now": now, "resolved_by": by, "source_id": source_id})
+    return [int(r["id"]) for r in rows]
+
+
+async def resolve_one(
+    conn: psycopg.AsyncConnection[Any], alert_id: int, *, by: str, now: dt.datetime
+) -> dict[str, Any] | None:
+    """Resolve one alert by hand; None when there is no open alert of that id."""
+    return await db.fetch_one(conn, "alerts_resolve_one", {"alert_id": alert_id, "now": now, "resolved_by": by})
+
+
+async def get(conn: psycopg.AsyncConnection[Any], alert_id: int) -> dict[str, Any] | None:
+    return await db.fetch_one(conn, "alerts_get", {"alert_id": alert_id})
+
+
+def listed(conn: psycopg.Connection[Any], *, include_resolved: bool, limit: int) -> list[dict[str, Any]]:
+    """Alerts for the CLI, newest first (open ones only unless `include_resolved`)."""
+    cur = conn.cursor(row_factory=dict_row)
+    cur.execute(db.query("alerts_list"), {"include_resolved": include_resolved, "limit": limit})
+    return cur.fetchall()
