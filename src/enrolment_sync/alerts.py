@@ -70,20 +70,3 @@ def failed_alert(job_name: str, failure: Classified, *, run_id: int) -> AlertSpe
         "job_name": job_name,
     }
     return AlertSpec("run_log", f"{job_name}:{failure.group}", failure.severity, message, detail)
-
-
-DEAD_IDS_LISTED = 50
-
-
-def dead_letter_alert(queue: str, label: str, ids: list[int], *, max_attempts: int, last_error: str) -> AlertSpec:
-    """One DEAD_LETTER alert per queue and group of messages parked dead (a category, or a notification kind)."""
-    detail = {
-        "queue": queue,
-        "what": label,
-        "message_ids": ids[:DEAD_IDS_LISTED],
-        "count": len(ids),
-        "max_attempts": max_attempts,
-        "last_error": last_error[:1000],
-    }
-    message = f"메시지 보류(dead letter) {queue} {label}: {len(ids)}건, 마지막 오류: {last_error[:200]}"
-    return AlertSpec(queue, f"{queue}:{label}", Severity.HIGH, message, detail)

@@ -135,9 +135,10 @@ returning source_id;
 -- alerts_raise --
 -- Raise alerts, one per key, unless an open alert of the same key was created inside the cooldown:
 -- then count the repeat on it instead. Returns one row per input key: created or suppressed.
+-- %(alerts)s holds the fields of alerts.AlertSpec, read as the alert table's own columns.
 with incoming as (
-    select * from jsonb_to_recordset(%(alerts)s::jsonb)
-        as i(source_type text, source_id text, severity text, message text, detail jsonb)
+    select source_type, source_id, severity, message, detail
+    from jsonb_populate_recordset(null::alert, %(alerts)s::jsonb)
 ), absorbed as (
     update alert a
     set occurrences = a.occurrences + 1, last_seen_at = %(now)s, last_run_id = %(run_id)s, updated_at = %(now)s,

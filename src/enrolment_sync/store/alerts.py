@@ -26,29 +26,6 @@ class Raised:
     suppressed: list[tuple[str, int]]
 
 
-def _key_locks(alert_type: str, specs: list[AlertSpec]) -> list[dict[str, Any]]:
-    return [{"key": key} for key in sorted({f"{alert_type}:{s.source_type}:{s.source_id}" for s in specs})]
-
-
-def _raise_params(
-    alert_type: str, specs: list[AlertSpec], *, run_id: int | None, now: dt.datetime, cooldown_minutes: float
-) -> dict[str, Any]:
-    return {
-        "alerts": Jsonb([s.as_json() for s in specs]),
-        "alert_type": alert_type,
-        "run_id": run_id,
-        "now": now,
-        "cooldown_s": cooldown_minutes * 60,
-    }
-
-
-def _raised(rows: list[dict[str, Any]]) -> Raised:
-    return Raised(
-        [(r["source_id"], r["id"]) for r in rows if r["created"]],
-        [(r["source_id"], r["id"]) for r in rows if not r["created"]],
-    )
-
-
 async def raise_alerts(
     conn: psycopg.AsyncConnection[Any],
     alert_type: str,
@@ -63,32 +40,23 @@ async def raise_alerts(
     if not specs:
         return Raised([], [])
     if serialise:
-        for lock in _key_locks(alert_type, specs):
-            await db.fetch_all(conn, "alerts_key_lock", lock)
-    params = _raise_params(alert_type, specs, run_id=run_id, now=now, cooldown_minutes=cooldown_minutes)
-    return _raised(await db.fetch_all(conn, "alerts_raise", params))
-
-
-def raise_alerts_blocking(
-    conn: psycopg.Connection[Any],
-    alert_type: str,
-    specs: list[AlertSpec],
-    *,
-    run_id: int | None,
-    now: dt.datetime,
-    cooldown_minutes: float,
-    serialise: bool = False,
-) -> Raised:
-    """`raise_alerts` for the outbox consumers, which work on blocking connections (threads)."""
-    if not specs:
-        return Raised([], [])
-    cur = conn.cursor(row_factory=dict_row)
-    if serialise:
-        for lock in _key_locks(alert_type, specs):
-            cur.execute(db.query("alerts_key_lock"), lock)
-    params = _raise_params(alert_type, specs, run_id=run_id, now=now, cooldown_minutes=cooldown_minutes)
-    cur.execute(db.query("alerts_raise"), params)
-    return _raised(cur.fetchall())
+        for key in sorted({f"{alert_type}:{s.source_type}:{s.source_id}" for s in specs}):
+            await db.fetch_all(conn, "alerts_key_lock", {"key": key})
+    rows = await db.fetch_all(
+        conn,
+        "alerts_raise",
+        {
+            "alerts": Jsonb([s.as_json() for s in specs]),
+            "alert_type": alert_type,
+            "run_id": run_id,
+            "now": now,
+            "cooldown_s": cooldown_minutes * 60,
+        },
+    )
+    return Raised(
+        [(r["source_id"], r["id"]) for r in rows if r["created"]],
+        [(r["source_id"], r["id"]) for r in rows if not r["created"]],
+    )
 
 
 async def resolve_failed(conn: psycopg.AsyncConnection[Any], job_name: str, *, by: str, now: dt.datetime) -> list[int]:
