@@ -9,9 +9,9 @@ from typing import Any
 
 import structlog
 
-from .. import db
 from ..clock import Clock
-from ..job import JobRunner
+from ..job import SyncJob
+from ..store import alerts
 from ..sync import SyncRequest
 from .auth import Viewer
 from .store import AuditEntry, ConsoleStore
@@ -34,7 +34,7 @@ class Outcome:
 
 
 class Actions:
-    def __init__(self, store: ConsoleStore, *, runner: JobRunner | None, clock: Clock) -> None:
+    def __init__(self, store: ConsoleStore, *, runner: SyncJob | None, clock: Clock) -> None:
         self.store = store
         self.database = store.database
         self.runner = runner
@@ -54,14 +54,10 @@ class Actions:
     async def resolve_alert(self, viewer: Viewer, alert_id: int, remote: str | None) -> Outcome:
         target = f"alert:{alert_id}"
         async with self.database.transaction() as conn:
-            row = await db.fetch_one(
-                conn,
-                "alerts_resolve_one",
-                {"alert_id": alert_id, "now": self.clock.now(), "resolved_by": f"console:{viewer.name}"},
-            )
+            row = await alerts.resolve_one(conn, alert_id, by=f"console:{viewer.name}", now=self.clock.now())
             if row is not None:
                 result = Outcome("OK", "resolved", {"alert_type": row["alert_type"], "severity": row["severity"]})
-            elif await db.fetch_one(conn, "alerts_get", {"alert_id": alert_id}) is None:
+            elif await alerts.get(conn, alert_id) is None:
                 result = Outcome("FAILED", "no_alert", {"reason": "no such alert"})
             else:
                 result = Outcome("NOOP", "already_resolved")
@@ -87,7 +83,7 @@ class Actions:
             result = Outcome("FAILED", "no_runner", {"reason": "this process runs no syncs"})
         else:
             request = SyncRequest(category_id=category_id, trigger_type=trigger_type)  # type: ignore[arg-type]
-            task = asyncio.create_task(self.runner.run(request))
+            task = asyncio.create_task(self.runner.execute(request))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             result = Outcome("OK", "run_started", {"trigger_type": trigger_type})

@@ -34,7 +34,7 @@ def _actions(request: Request) -> Actions:
     state = request.app.state
     if getattr(state, "ops_actions", None) is None:
         state.ops_actions = Actions(
-            ConsoleStore(state.db), runner=getattr(state, "runner", None), clock=state.ops_clock
+            ConsoleStore(state.db), runner=getattr(state, "job", None), clock=state.ops_clock
         )
     actions: Actions = state.ops_actions
     return actions
