@@ -33,9 +33,7 @@ def _store(request: Request) -> ConsoleStore:
 def _actions(request: Request) -> Actions:
     state = request.app.state
     if getattr(state, "ops_actions", None) is None:
-        state.ops_actions = Actions(
-            ConsoleStore(state.db), runner=getattr(state, "job", None), clock=state.ops_clock
-        )
+        state.ops_actions = Actions(ConsoleStore(state.db), runner=getattr(state, "job", None), clock=state.ops_clock)
     actions: Actions = state.ops_actions
     return actions
 
