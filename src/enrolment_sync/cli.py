@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -42,7 +43,8 @@ err_console = Console(stderr=True)
 
 
 def _fail(exc: BaseException, code: int = 1) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {exc}")
+    # upstream and database texts are data, not markup; piped output is never cut to the terminal width
+    err_console.print(Text.assemble(("error: ", "red"), str(exc)), soft_wrap=True)
     return typer.Exit(code)
 
 
