@@ -212,3 +212,54 @@ def test_without_a_console_password_people_cannot_log_in(database_url: str, simu
             assert "사람 로그인이 꺼져 있습니다" in page.text
             answer = httpx.get(worker.base_url + "/ops", headers={"Authorization": f"Bearer {API_TOKEN}"})
             assert answer.status_code == 200
+
+
+def test_schedules_are_listed_paused_and_resumed_from_the_console(demo: Demo, pg: psycopg.Connection[Any]) -> None:
+    schedule = pg.execute(
+        "insert into sync_schedule (category_id, every_seconds) values (303, 3600) returning id"
+    ).fetchone()
+    assert schedule is not None
+    client = demo.login("김운영", ADMIN_PASSWORD)
+    page = client.get("/ops/schedules")
+    assert page.status_code == 200 and f"#{schedule['id']}" in page.text and "사용 중" in page.text
+    overview = client.get("/ops").text
+    cohort_line = overview.split('id="cohorts"')[1].split("</tr>", 2)[1]
+    assert "2026" in cohort_line.split("</td>")[8]  # the next slot column is filled from the schedule
+    own = {"Origin": demo.base_url}
+    token = csrf_of(page.text)
+    paused = client.post(f"/ops/schedules/{schedule['id']}/pause", data={"csrf_token": token}, headers=own)
+    assert paused.status_code == 303 and "notice=pause_schedule" in paused.headers["location"]
+    row = pg.execute("select enabled, paused_reason from sync_schedule where id = %s", (schedule["id"],)).fetchone()
+    assert row == {"enabled": False, "paused_reason": "paused from the console by 김운영"}
+    assert "일시 중지" in client.get("/ops/schedules").text
+    again = client.post(f"/ops/schedules/{schedule['id']}/pause", data={"csrf_token": token}, headers=own)
+    assert "notice=schedule_unchanged" in again.headers["location"]
+    resumed = client.post(f"/ops/schedules/{schedule['id']}/resume", data={"csrf_token": token}, headers=own)
+    assert "notice=resume_schedule" in resumed.headers["location"]
+    assert pg.execute("select enabled from sync_schedule where id = %s", (schedule["id"],)).fetchone() == {
+        "enabled": True
+    }
+    outcomes = [(r["action"], r["outcome"]) for r in audit(pg) if r["target"] == "schedules"]
+    assert outcomes == [("pause_schedule", "OK"), ("pause_schedule", "NOOP"), ("resume_schedule", "OK")]
+
+
+def test_a_run_page_shows_its_retry_chain(demo: Demo, pg: psycopg.Connection[Any]) -> None:
+    ids = []
+    retry_of = None
+    for trigger in ("SCHEDULER", "RETRY", "RETRY"):
+        row = pg.execute(
+            "insert into run_log (trigger_type, status, category_id, finished_at, error_message, error_group,"
+            " retry_of_run_id) values (%s, 'FAILED', 303, now(), 'upstream HTTP 503 Service Unavailable', "
+            "'HTTP_5XX', %s) returning id",
+            (trigger, retry_of),
+        ).fetchone()
+        assert row is not None
+        ids.append(row["id"])
+        retry_of = row["id"]
+    client = demo.login("viewer", READONLY_PASSWORD)
+    page = client.get(f"/ops/runs/{ids[1]}").text
+    chain = page.split('id="retry-chain"')[1].split("</table>")[0]
+    assert [f'href="/ops/runs/{i}"' in chain for i in ids] == [True, True, True]
+    assert "2번째 재시도" in chain
+    alone = client.get(f"/ops/runs/{demo.first_run_id}").text
+    assert 'id="retry-chain"' not in alone

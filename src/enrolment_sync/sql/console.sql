@@ -81,7 +81,38 @@ select 'notification_outbox',
        (select count(*) from notification_outbox where status = 'DEAD'),
        min(created_at)
 from notification_outbox
+where status in ('PENDING', 'PROCESSING')
+union all
+select 'sync_request',
+       count(*) filter (where status = 'PENDING'),
+       count(*) filter (where status = 'PROCESSING'),
+       count(*) filter (where next_attempt_at <= now()),
+       (select count(*) from sync_request where status = 'DEAD'),
+       min(created_at)
+from sync_request
 where status in ('PENDING', 'PROCESSING');
+
+-- console_schedule_slots --
+-- The last slots of every schedule and what became of them: the request each fired and the run that served it.
+select s.id as schedule_id, t.slot_at, t.fired_at, q.id as request_id, q.status as request_status,
+       q.coalesced, l.id as run_id, l.status as run_status, l.error_group
+from sync_schedule s
+cross join lateral (
+    select slot_at, fired_at, request_id from sync_slot where schedule_id = s.id order by slot_at desc limit 5
+) t
+left join sync_request q on q.id = t.request_id
+left join run_log l on l.id = q.run_id
+order by s.id, t.slot_at desc
+limit 1000;
+
+-- console_requests_open --
+-- Sync requests waiting or running (the request queue), oldest first.
+select id, category_id, trigger_type, status, attempts, coalesced, retry_of_run_id, retry_number, requested_by,
+       next_attempt_at, created_at, left(last_error, 300) as last_error
+from sync_request
+where status in ('PENDING', 'PROCESSING')
+order by next_attempt_at, id
+limit 50;
 
 -- console_runs --
 -- 3-1 with filters (status, trigger, cohort), newest first, keyset-paged by id.
@@ -128,6 +159,29 @@ select * from (
      where category_id = %(category_id)s and id > %(run_id)s order by id limit 5)
 ) n
 order by id;
+
+-- console_retry_chain --
+-- The retry chain a run belongs to: back to the run first retried, then every retry after it (run_log's
+-- retry_of_run_id, written by the scheduler's automatic RETRY), at most 20 steps each way.
+with recursive back as (
+    select id, retry_of_run_id, 0 as depth from run_log where id = %(run_id)s
+    union all
+    select r.id, r.retry_of_run_id, b.depth + 1
+    from run_log r join back b on r.id = b.retry_of_run_id
+    where b.depth < 20
+), root as (
+    select id from back order by depth desc limit 1
+), chain as (
+    select id, 0 as step from root
+    union all
+    select r.id, c.step + 1
+    from run_log r join chain c on r.retry_of_run_id = c.id
+    where c.step < 20
+)
+select r.id, r.trigger_type, r.status, r.error_group, r.started_at, r.finished_at, r.retry_of_run_id, c.step
+from chain c join run_log r on r.id = c.id
+order by c.step, r.id
+limit 50;
 
 -- console_run_sheet_counts --
 -- The sheet messages a run produced, by state.

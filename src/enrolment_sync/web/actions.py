@@ -12,6 +12,7 @@ import structlog
 from ..clock import Clock
 from ..job import SyncJob
 from ..store import alerts
+from ..scheduler.store import ScheduleNotFound, pause_schedule, resume_schedule
 from ..sync import SyncRequest
 from .auth import Viewer
 from .store import AuditEntry, ConsoleStore
@@ -74,6 +75,25 @@ class Actions:
             result = Outcome("OK" if rows else "NOOP", "requeued" if rows else "nothing_dead", detail)
             await self.store.record(conn, self._entry(viewer, "requeue_dead", "queues", result, remote))
         log.info("console re-queued dead messages", actor=viewer.name, queue=queue, count=len(requeued))
+        return result
+
+    async def set_schedule(self, viewer: Viewer, schedule_id: int, *, enable: bool, remote: str | None) -> Outcome:
+        """Pause or resume a schedule; either is a NOOP when it is already so."""
+        action = "resume_schedule" if enable else "pause_schedule"
+        async with self.database.transaction() as conn:
+            try:
+                if enable:
+                    changed = await resume_schedule(conn, schedule_id)
+                else:
+                    changed = await pause_schedule(
+                        conn, schedule_id, reason=f"paused from the console by {viewer.name}"
+                    )
+                result = Outcome("OK" if changed else "NOOP", action if changed else "schedule_unchanged")
+            except ScheduleNotFound:
+                result = Outcome("FAILED", "no_schedule", {"reason": "no such schedule"})
+            result.detail["schedule_id"] = schedule_id
+            await self.store.record(conn, self._entry(viewer, action, "schedules", result, remote))
+        log.info("console changed a schedule", actor=viewer.name, schedule_id=schedule_id, outcome=result.outcome)
         return result
 
     async def run_now(self, viewer: Viewer, category_id: int, trigger_type: str, remote: str | None) -> Outcome:

@@ -161,15 +161,42 @@ def learner_query(q: str | None) -> tuple[str, str | int] | None:
     return ("user", text[:100])
 
 
-def cohort_lines(cohorts: Sequence[dict[str, Any]], open_alerts: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The overview's one line per cohort, with its open alerts counted by severity."""
+def next_slots(schedules: Iterable[tuple[int, dt.datetime | None]]) -> dict[int, dt.datetime]:
+    """The earliest next slot of each cohort's enabled schedules."""
+    soonest: dict[int, dt.datetime] = {}
+    for category_id, slot in schedules:
+        if slot is not None and (category_id not in soonest or slot < soonest[category_id]):
+            soonest[category_id] = slot
+    return soonest
+
+
+def schedule_lines(schedules: Sequence[dict[str, Any]], slots: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each schedule with its last slots (newest first)."""
+    by_schedule: dict[int, list[dict[str, Any]]] = {}
+    for slot in slots:
+        by_schedule.setdefault(int(slot["schedule_id"]), []).append(slot)
+    return [{**s, "slots": by_schedule.get(int(s["id"]), [])} for s in schedules]
+
+
+def cohort_lines(
+    cohorts: Sequence[dict[str, Any]],
+    open_alerts: Sequence[dict[str, Any]],
+    next_slot_at: Mapping[int, dt.datetime] | None = None,
+) -> list[dict[str, Any]]:
+    """The overview's one line per cohort, with its open alerts counted by severity and its next slot."""
     counts: dict[int | None, Counter[str]] = {}
     for row in open_alerts:
         counts.setdefault(row["category_id"], Counter())[row["severity"]] += int(row["cnt"])
     lines = []
     for cohort in cohorts:
         open_counts = counts.get(cohort["category_id"], Counter())
-        lines.append({**cohort, "open_alerts": {s: open_counts.get(s, 0) for s in SEVERITIES}})
+        lines.append(
+            {
+                **cohort,
+                "open_alerts": {s: open_counts.get(s, 0) for s in SEVERITIES},
+                "next_slot_at": (next_slot_at or {}).get(cohort["category_id"]),
+            }
+        )
     return lines
 
 

@@ -34,6 +34,10 @@ NOTICES = {
     "run_started": "동기화를 시작했습니다. 새 실행이 목록에 나타납니다.",
     "no_runner": "이 프로세스는 동기화를 실행하지 않습니다.",
     "logged_out": "로그아웃했습니다.",
+    "pause_schedule": "스케줄을 일시 중지했습니다.",
+    "resume_schedule": "스케줄을 다시 시작했습니다.",
+    "schedule_unchanged": "스케줄이 이미 그 상태입니다.",
+    "no_schedule": "그런 스케줄이 없습니다.",
 }
 
 

@@ -193,7 +193,8 @@ async def queues(request: Request, who: Who) -> Response:
 @router.get("/schedules")
 async def schedules(request: Request, who: Who) -> Response:
     """스케줄: every schedule, its next slot, the last slots' outcomes."""
-    return page(request, "schedules.html", viewer=who, section="schedules", schedules=[])
+    data = await _store(request).schedules()
+    return page(request, "schedules.html", viewer=who, section="schedules", refresh_s=_refresh_s(request), **data)
 
 
 @router.get("/audit")
@@ -245,6 +246,18 @@ async def requeue(
     await _allowed(request, who, csrf_token, "requeue_dead", "queues")
     result = await _actions(request).requeue(who, table, [message_id] if message_id else None, _remote(request))
     return _answer(who, result, f"{COOKIE_PATH}/queues")
+
+
+@router.post("/schedules/{schedule_id}/{change}")
+async def set_schedule(
+    request: Request, schedule_id: int, change: str, who: Who, csrf_token: CsrfToken = None
+) -> Response:
+    """Pause or resume a schedule."""
+    if change not in ("pause", "resume"):
+        raise HTTPException(404, "pause 또는 resume 만 있습니다")
+    await _allowed(request, who, csrf_token, f"{change}_schedule", "schedules")
+    result = await _actions(request).set_schedule(who, schedule_id, enable=change == "resume", remote=_remote(request))
+    return _answer(who, result, f"{COOKIE_PATH}/schedules")
 
 
 @router.post("/cohorts/{category_id}/run")

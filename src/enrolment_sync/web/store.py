@@ -10,6 +10,7 @@ from psycopg.types.json import Jsonb
 
 from .. import db
 from ..config import JOB_NAME
+from ..scheduler.store import list_schedules
 from . import present
 from .present import AlertFilter, Page, RunFilter
 
@@ -44,8 +45,10 @@ class ConsoleStore:
         async with self.database.connection() as conn:
             cohorts = await db.fetch_all(conn, "console_cohorts", {"job_name": self.job_name})
             by_cohort = await db.fetch_all(conn, "console_open_alerts_by_cohort")
+            schedules = await list_schedules(conn, job_name=self.job_name)
+            next_slots = present.next_slots((v.row["category_id"], v.next_slot_at) for v in schedules)
             return {
-                "cohorts": present.cohort_lines(cohorts, by_cohort),
+                "cohorts": present.cohort_lines(cohorts, by_cohort, next_slots),
                 "unassigned_open": present.unassigned_open_alerts(cohorts, by_cohort),
                 "open_by_severity": present.distribution(
                     await db.fetch_all(conn, "console_open_alerts_by_severity"), "alert_type"
@@ -75,6 +78,7 @@ class ConsoleStore:
                 neighbours = await db.fetch_all(conn, "console_run_neighbours", {**cohort, **by_run})
             return {
                 "run": run,
+                "chain": await db.fetch_all(conn, "console_retry_chain", by_run),
                 "alerts": await db.fetch_all(conn, "console_run_alerts", by_run),
                 "neighbours": neighbours,
                 "sheet_counts": await db.fetch_all(conn, "console_run_sheet_counts", by_run),
@@ -139,6 +143,18 @@ class ConsoleStore:
                 "health": await db.fetch_all(conn, "console_queue_health"),
                 "dead": {"sheet": present.page(sheet), "notification": present.page(notes)},
                 "audit": await db.fetch_all(conn, "console_audit_for_target", {"target": "queues"}),
+            }
+
+    async def schedules(self) -> dict[str, Any]:
+        async with self.database.connection() as conn:
+            views = await list_schedules(conn, job_name=self.job_name)
+            slots = await db.fetch_all(conn, "console_schedule_slots")
+            return {
+                "schedules": present.schedule_lines(
+                    [{**v.row, "rule": v.spec.describe(), "next_slot_at": v.next_slot_at} for v in views], slots
+                ),
+                "requests": await db.fetch_all(conn, "console_requests_open"),
+                "audit": await db.fetch_all(conn, "console_audit_for_target", {"target": "schedules"}),
             }
 
     async def audit(self, before_id: int | None) -> Page:

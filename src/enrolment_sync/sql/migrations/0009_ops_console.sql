@@ -35,3 +35,6 @@ create index source_record_category_user_idx on source_record (category_id, user
 -- Re-queuing a dead sheet message checks that no newer message exists for the same enrolment (an older row
 -- delivered after a newer one would overwrite it on the sheet).
 create index sheet_outbox_source_idx on sheet_outbox (source_id, id);
+
+-- Dead sync requests counted on the queues page.
+create index sync_request_dead_idx on sync_request (id) where status = 'DEAD';
