@@ -11,8 +11,8 @@ import structlog
 
 from ..clock import Clock
 from ..job import SyncJob
-from ..store import alerts
 from ..scheduler.store import ScheduleNotFound, pause_schedule, resume_schedule
+from ..store import alerts
 from ..sync import SyncRequest
 from .auth import Viewer
 from .store import AuditEntry, ConsoleStore
