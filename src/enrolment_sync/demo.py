@@ -6,7 +6,9 @@ loopback; Step 1's exact request body sent over HTTP twice, one learner's status
 
 from __future__ import annotations
 
+import secrets
 import shutil
+import sys
 import threading
 from importlib import resources
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 import httpx
 import psycopg
 from psycopg.rows import dict_row
+from pydantic import SecretStr
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -141,4 +144,28 @@ def demo_main(settings: Settings, console: Console) -> dict[str, Any]:
         f"\nThe demo database stays on the embedded server under {settings.enrolment_sync_home}; "
         "run it again any time (it starts fresh)."
     )
+    _serve_console(settings, url, console)
     return {"first": first.json(), "second": second.json(), "runs": runs}
+
+
+def _serve_console(settings: Settings, url: str, console: Console) -> None:
+    """End with the operations console over the demo's data, with a one-off admin password (docs/console.md).
+    It stays up until Enter when run from a terminal; otherwise (scripts, tests) it is checked and closed."""
+    from .api import create_app
+    from .testing.servers import ThreadedServer
+
+    password = secrets.token_urlsafe(12)
+    console_settings = settings.model_copy(
+        update={"ops_admin_password": SecretStr(password), "ops_readonly_password": None, "worker_api_token": None}
+    )
+    with ThreadedServer(create_app(console_settings, database_url=url)) as server:
+        with httpx.Client(base_url=server.base_url, timeout=30) as http:
+            login = {"username": "demo", "password": password}
+            http.post("/ops/login", data=login, headers={"Origin": server.base_url})
+            overview = http.get("/ops")
+        console.print(
+            f"\n[bold]5) operations console:[/bold] {server.base_url}/ops  (HTTP {overview.status_code})\n"
+            f"   login: any user name (kept in the audit), password [bold]{password}[/bold] (admin, this demo only)"
+        )
+        if sys.stdin.isatty():
+            console.input("   The console stays up until you press Enter ... ")

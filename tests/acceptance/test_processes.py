@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -142,6 +143,7 @@ def test_demo_on_a_fresh_home() -> None:
         result = subprocess.run(
             [*CLI, "demo"],
             env=_env(ENROLMENT_SYNC_HOME=str(home), COLUMNS="200"),
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
             timeout=300,
@@ -153,5 +155,7 @@ def test_demo_on_a_fresh_home() -> None:
         assert "3-1." in out and "SUCCESS" in out
         assert out.count("delivered to the webhook channel") == 2  # one digest per run
         assert "89 appended, 1 updated" in out and (home / "demo" / "sheets" / "category_303.xlsx").exists()
+        assert re.search(r"operations console: http://127\.0\.0\.1:\d+/ops +\(HTTP 200\)", out)
+        assert re.search(r"password \S{16} \(admin, this demo only\)", out)
     finally:
         shutil.rmtree(home, ignore_errors=True)
