@@ -164,7 +164,7 @@ def _serve_console(settings: Settings, url: str, console: Console) -> None:
             http.post("/ops/login", data=login, headers={"Origin": server.base_url})
             overview = http.get("/ops")
         console.print(
-            f"\n[bold]5) operations console:[/bold] {server.base_url}/ops  (HTTP {overview.status_code})\n"
+            f"\n[bold]operations console:[/bold] {server.base_url}/ops  (HTTP {overview.status_code})\n"
             f"   login: any user name (kept in the audit), password [bold]{password}[/bold] (admin, this demo only)"
         )
         if sys.stdin.isatty():
