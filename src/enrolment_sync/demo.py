@@ -144,21 +144,20 @@ def demo_main(settings: Settings, console: Console) -> dict[str, Any]:
         f"\nThe demo database stays on the embedded server under {settings.enrolment_sync_home}; "
         "run it again any time (it starts fresh)."
     )
-    _serve_console(settings, url, console)
+    _serve_console(settings, url, console, ThreadedServer)
     return {"first": first.json(), "second": second.json(), "runs": runs}
 
 
-def _serve_console(settings: Settings, url: str, console: Console) -> None:
+def _serve_console(settings: Settings, url: str, console: Console, server_class: Any) -> None:
     """End with the operations console over the demo's data, with a one-off admin password (docs/console.md).
     It stays up until Enter when run from a terminal; otherwise (scripts, tests) it is checked and closed."""
     from .api import create_app
-    from .testing.servers import ThreadedServer
 
     password = secrets.token_urlsafe(12)
     console_settings = settings.model_copy(
         update={"ops_admin_password": SecretStr(password), "ops_readonly_password": None, "worker_api_token": None}
     )
-    with ThreadedServer(create_app(console_settings, database_url=url)) as server:
+    with server_class(create_app(console_settings, database_url=url)) as server:
         with httpx.Client(base_url=server.base_url, timeout=30) as http:
             login = {"username": "demo", "password": password}
             http.post("/ops/login", data=login, headers={"Origin": server.base_url})
