@@ -32,13 +32,26 @@ order by c.category_id
 limit 500;
 
 -- console_open_alerts_by_cohort --
--- Open alerts per cohort and severity: the cohort from the alert's detail, else from the run that raised it.
-select coalesce(case when a.detail ->> 'category_id' ~ '^[0-9]{1,18}$' then (a.detail ->> 'category_id')::bigint end,
-                r.category_id) as category_id,
-       a.severity, count(*) as cnt
-from alert a
-left join run_log r on r.id = a.run_id
-where not a.resolved
+-- Open alerts per cohort and severity. Where the key names the cohort (a record key `category:course:user`, a
+-- STALE key `job:category:id`) it is read from the key; the other open alerts (FAILED, few: one per failure
+-- group and cooldown window) take it from the run that raised them, looked up by primary key.
+select category_id, severity, sum(cnt)::bigint as cnt
+from (
+    select case when source_type = 'enrolment_status' and source_id ~ '^[0-9]{1,18}:'
+                then split_part(source_id, ':', 1)::bigint
+                when source_type = 'category' and split_part(source_id, ':', 3) ~ '^[0-9]{1,18}$'
+                then split_part(source_id, ':', 3)::bigint end as category_id,
+           severity, count(*) as cnt
+    from alert
+    where not resolved and source_type in ('enrolment_status', 'category')
+    group by 1, 2
+    union all
+    select r.category_id, a.severity, count(*)
+    from alert a
+    left join run_log r on r.id = a.run_id
+    where not a.resolved and a.source_type not in ('enrolment_status', 'category')
+    group by 1, 2
+) counted
 group by 1, 2;
 
 -- console_open_alerts_by_severity --
