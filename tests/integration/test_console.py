@@ -74,6 +74,9 @@ def test_every_page_shows_the_demo_data_to_a_logged_in_viewer(demo: Demo) -> Non
     overview = client.get("/ops")
     assert overview.status_code == 200 and f'href="/ops/runs/{demo.changed_run_id}"' in overview.text
     assert "미해결 high 알림" in overview.text  # the dead-letter alert's banner (3-5)
+    cohort_line = overview.text.split('id="cohorts"')[1].split("</tr>", 2)[1]
+    assert '<span class="sev sev-high">1</span>' in cohort_line  # the CHANGED alert (to CANCELLED) of 303
+    assert "보류 메시지 등): 1건" in overview.text  # the dead-letter alert belongs to no cohort
     assert overview.headers["content-security-policy"].startswith("default-src 'self'")
     for path in PAGES:
         assert client.get(path).status_code == 200, path
