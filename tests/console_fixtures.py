@@ -40,6 +40,7 @@ class Demo:
     worker: Worker
     base_url: str
     first_run_id: int
+    failed_run_id: int
     changed_run_id: int
     changed_user_id: str
 
@@ -64,11 +65,16 @@ def csrf_of(html: str) -> str:
 
 
 def make_demo_data(worker: Worker, simulator: Any, database_url: str, fake_sheets: RunningFakeSheets) -> Demo:
-    """Two real syncs (one learner's status changes in between), then the sheet consumer against a Sheets API
-    that answers 503: with one attempt allowed, the new messages are parked as dead (with their alert)."""
+    """Three real syncs: one, one failing on the upstream's 503s (a FAILED run and alert), one after a learner's
+    status changed (which resolves the FAILED alert); then the sheet consumer against a Sheets API that answers
+    503: with one attempt allowed, the new messages are parked as dead (with their alert)."""
     auth = {"Authorization": f"Bearer {API_TOKEN}"}
     first = worker.sync(headers=auth)
     assert first.status_code == 200, first.text
+    simulator.state.add_fault(503, -1)
+    failed = worker.sync(headers=auth)
+    assert failed.status_code == 502 and failed.json()["error_group"] == "HTTP_5XX", failed.text
+    simulator.state.clear_faults()
     course_id = simulator.state.course_ids(303)[0]
     user_id = simulator.state.enrolments(course_id)[3]["user_id"]
     simulator.state.update_enrolment(course_id, user_id, status="CANCELLED")
@@ -77,7 +83,8 @@ def make_demo_data(worker: Worker, simulator: Any, database_url: str, fake_sheet
     fake_sheets.state.add_fault(503, -1, endpoint="values.append")
     parking = outbox_settings(database_url, fake_sheets, outbox_max_attempts=1)
     drain(parking, database_url, only="sheet")
-    return Demo(worker, worker.base_url, first.json()["run_id"], second.json()["run_id"], user_id)
+    runs = (first.json()["run_id"], failed.json()["run_id"], second.json()["run_id"])
+    return Demo(worker, worker.base_url, *runs, user_id)
 
 
 @pytest.fixture

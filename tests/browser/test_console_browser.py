@@ -63,8 +63,12 @@ def test_an_operator_logs_in_reads_the_demo_run_and_acts(
     wait(driver).until(ec.url_contains(f"/ops/runs/{demo.changed_run_id}"))
     assert "수강 상태 변경" in driver.page_source
     drawn = "return Chart.getChart('chart-records') ? Chart.getChart('chart-records').data.labels.length : 0"
-    assert wait(driver).until(lambda d: d.execute_script(drawn)) == 2  # the cohort's two runs, drawn
+    assert wait(driver).until(lambda d: d.execute_script(drawn)) == 3  # the cohort's three runs, drawn
     shoot(driver, screenshots, "run")
+
+    driver.get(f"{demo.base_url}/ops/runs/{demo.failed_run_id}")
+    assert "HTTP_5XX" in driver.find_element(By.CSS_SELECTOR, ".errorbox").text
+    shoot(driver, screenshots, "run-failed")
 
     driver.get(demo.base_url + "/ops/learners?category_id=303&user_id=" + demo.changed_user_id)
     assert "수강취소" in driver.find_element(By.ID, "learner").text
