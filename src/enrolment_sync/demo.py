@@ -1,7 +1,8 @@
 """`enrolment-sync demo`: Step 1's example happening, with nothing configured.
 
 Embedded Postgres (a fresh `enrolment_sync_demo` database on it), the KVCA simulator and the worker, all on
-loopback; Step 1's exact request body sent over HTTP twice, one learner's status changed in between.
+loopback; Step 1's exact request body sent over HTTP twice, one learner's status changed in between. Then
+the unattended worker: a schedule fires, an injected fault fails its run, and the RETRY follows by itself.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import secrets
 import shutil
 import sys
 import threading
+import time
 from importlib import resources
 from typing import Any
 
@@ -140,12 +142,13 @@ def demo_main(settings: Settings, console: Console) -> dict[str, Any]:
     console.print()
     console.print(_table("3-1. 최근 실행 상태 (run_log)", runs))
     console.print(_table("CHANGED alerts", alerts))
+    unattended = _unattended_story(settings, url, sim_config, console)
     console.print(
         f"\nThe demo database stays on the embedded server under {settings.enrolment_sync_home}; "
         "run it again any time (it starts fresh)."
     )
     _serve_console(settings, url, console, ThreadedServer)
-    return {"first": first.json(), "second": second.json(), "runs": runs}
+    return {"first": first.json(), "second": second.json(), "runs": runs, "unattended": unattended}
 
 
 def _serve_console(settings: Settings, url: str, console: Console, server_class: Any) -> None:
@@ -168,3 +171,55 @@ def _serve_console(settings: Settings, url: str, console: Console, server_class:
         )
         if sys.stdin.isatty():
             console.input("   The console stays up until you press Enter ... ")
+
+
+def _unattended_story(settings: Settings, url: str, sim_config: Any, console: Console) -> list[dict[str, Any]]:
+    """5) serve's own loops: a schedule fires, an injected upstream 503 fails its run, the RETRY follows."""
+    from .api import create_app
+    from .testing.kvca import RunningSimulator
+    from .testing.servers import ThreadedServer
+
+    every_s, retry = 4, "1s"
+    console.print(
+        f"\n[bold]5) unattended:[/bold] a schedule every {every_s}s, an upstream 503 on its first run, "
+        f"the automatic RETRY after {retry} (RETRY_DELAYS)"
+    )
+    with RunningSimulator(sim_config) as sim:
+        sim.state.add_fault(status=503, count=1, path_contains="/categories/")
+        loop_settings = settings.model_copy(
+            update={
+                "kvca_base_url": sim.base_url,
+                "worker_api_token": None,
+                "kvca_retries": 0,
+                "retry_delays": retry,
+                "scheduler_tick_seconds": 0.2,
+                "request_poll_interval_seconds": 0.2,
+            }
+        )
+        with (
+            ThreadedServer(create_app(loop_settings, database_url=url, unattended=True)),
+            psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn,
+        ):
+            params = {"category_id": 303, "max_categories": 1, "max_users_per_course": 500, "cron_expr": None}
+            added = conn.execute(
+                db.query("schedule_insert"), {**params, "timezone": "Asia/Seoul", "every_seconds": every_s}
+            )
+            schedule_id = added.fetchone()["id"]  # type: ignore[index]
+            console.print(
+                f"schedule {schedule_id} (= enrolment-sync schedule add --category-id 303 --every {every_s}s)"
+            )
+            deadline = time.monotonic() + 60
+            while (
+                time.monotonic() < deadline
+                and not conn.execute(
+                    "select 1 from run_log where trigger_type = 'RETRY' and status <> 'RUNNING'"
+                ).fetchone()
+            ):
+                time.sleep(0.1)
+            conn.execute("delete from sync_schedule where id = %s", (schedule_id,))
+            rows = conn.execute(
+                "select id as run_id, trigger_type, status, error_group, request_id, retry_of_run_id"
+                " from run_log where request_id is not null order by id"
+            ).fetchall()
+    console.print(_table("run_log: the slot's run and its automatic RETRY", rows))
+    return rows
