@@ -5,11 +5,12 @@ from __future__ import annotations
 import importlib
 import sys
 
-USAGE = """usage: python -m bench {sync,outbox,export} [options]
+USAGE = """usage: python -m bench {sync,outbox,export,schedule} [options]
 
   sync     the full sync against its physical bound (and against dlt); see `python -m bench sync --help`
   outbox   outbox consumer throughput; see `python -m bench outbox --help`
   export   a 100,000-record category exported as xlsx and csv, with peak memory; `python -m bench export --help`
+  schedule 50 schedules on one minute, two workers; see `python -m bench schedule --help`
 """
 
 
@@ -27,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
         from .export import main as export_main
 
         return export_main(rest)
+    if command == "schedule":
+        from .schedule import main as schedule_main
+
+        return schedule_main(rest)
     if command == "outbox":
         try:
             module = importlib.import_module("bench.outbox")

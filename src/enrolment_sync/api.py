@@ -19,6 +19,8 @@ from .config import Settings
 from .failures import HTTP_STATUS_BY_GROUP
 from .job import JobOutcome, SyncJob
 from .kvca.factory import ClientFactory, client_from_settings
+from .scheduler.routes import queue_request, request_routes, scheduler_health
+from .scheduler.service import Unattended
 from .sync import SyncRequest, SyncSummary
 
 log = structlog.get_logger(__name__)
@@ -145,8 +147,12 @@ def create_app(
     clock: Clock | None = None,
     client_factory: ClientFactory = client_from_settings,
     worker_id: str | None = None,
+    unattended: bool = False,
 ) -> FastAPI:
-    """Build the app. The database pool opens in the lifespan; abandoned runs are closed at start."""
+    """Build the app. The database pool opens in the lifespan; abandoned runs are closed at start.
+
+    `unattended`: also run the scheduler loop and the request runner (what `serve` does unless --api-only).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -156,9 +162,19 @@ def create_app(
         await job.close_abandoned()
         app.state.db = database
         app.state.job = job
+        loops = (
+            Unattended(database, settings, job, answer=lambda o: (answer_status(o), answer_body(o)))
+            if unattended
+            else None
+        )
+        app.state.unattended = loops
+        if loops is not None:
+            loops.start()
         try:
             yield
         finally:
+            if loops is not None:
+                await loops.stop()
             await web.shutdown(app)
             await database.close()
 
@@ -197,8 +213,13 @@ def create_app(
         return JSONResponse({"ok": False, "error": f"invalid request: {text}", "problems": problems}, status_code=422)
 
     @app.post("/jobs/enrolment-sync", dependencies=[Depends(require_token)])
-    async def enrolment_sync(body: SyncJobBody, request: Request) -> JSONResponse:
-        """Sync one category's enrolments now (Step 1). 409 while another run holds the lease."""
+    async def enrolment_sync(body: SyncJobBody, request: Request, wait: bool = True) -> JSONResponse:
+        """Sync one category's enrolments now (Step 1). 409 while another run holds the lease.
+
+        `?wait=false` queues the request instead: 202 with its id and a status URL (GET /jobs/requests/{id}).
+        """
+        if not wait:
+            return await queue_request(request, body.model_dump())
         job: SyncJob = request.app.state.job
         outcome = await job.execute(SyncRequest(**body.model_dump()))
         return JSONResponse(answer_body(outcome), status_code=answer_status(outcome))
@@ -212,7 +233,12 @@ def create_app(
         except Exception as exc:
             log.warning("health check failed", error=str(exc))
             return JSONResponse({"ok": False, "database": "unreachable"}, status_code=503)
-        return JSONResponse({"ok": True, "database": "ok", "migrations": migrations})
+        scheduler = await scheduler_health(request.app.state)
+        healthy = scheduler.get("alive", True)
+        answer = {"ok": healthy, "database": "ok", "migrations": migrations, "scheduler": scheduler}
+        return JSONResponse(answer, status_code=200 if healthy else 503)
+
+    app.include_router(request_routes(require_token))
 
     web.install(app, settings, clock=clock)
     app.add_middleware(BodySizeLimit)

@@ -64,8 +64,11 @@ def serve(
     allow_unauthenticated: Annotated[
         bool, typer.Option(help="Listen beyond loopback without WORKER_API_TOKEN (not recommended).")
     ] = False,
+    api_only: Annotated[
+        bool, typer.Option(help="Only the HTTP API: no scheduler loop, no request runner (docs/unattended.md).")
+    ] = False,
 ) -> None:
-    """Run the HTTP worker (POST /jobs/enrolment-sync, GET /healthz, /docs)."""
+    """Run the worker: the HTTP API, the scheduler loop and the request runner (docs/unattended.md)."""
     import uvicorn
 
     from .api import create_app
@@ -83,7 +86,8 @@ def serve(
         url = prepare_database(settings)
     except EnrolmentSyncError as exc:
         raise _fail(exc) from exc
-    uvicorn.run(create_app(settings, database_url=url), host=host, port=port, log_level="warning")
+    app_ = create_app(settings, database_url=url, unattended=not api_only)
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
 @app.command()

@@ -10,6 +10,8 @@ import platformdirs
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .errors import ConfigError
+
 JOB_NAME = "enrolment_sync"
 DEFAULT_KVCA_BASE_URL = "http://127.0.0.1:18081"
 DEMO_CLIENT_SECRET = "demo-secret"  # the simulator's; refused for any upstream beyond loopback
@@ -82,12 +84,32 @@ class Settings(BaseSettings):
     outbox_digest_max_wait_seconds: float = Field(default=900, ge=0)
     outbox_alert_lookback_hours: float = Field(default=24, gt=0)
 
+    scheduler_tick_seconds: float = Field(default=1.0, gt=0, le=60)
+    schedule_grace_minutes: float = Field(default=30, gt=0)
+    schedule_pause_after_failures: int = Field(default=6, ge=0)
+    retry_delays: str = "5m,15m,45m"
+    request_lock_wait_seconds: float = Field(default=900, ge=0)
+    request_lease_seconds: float = Field(default=60, gt=0)
+    request_max_attempts: int = Field(default=3, ge=1)
+    request_poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+
     @field_validator("log_level")
     @classmethod
     def _upper_level(cls, value: str) -> str:
         value = value.upper()
         if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        return value
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _durations(cls, value: str) -> str:
+        from .scheduler.slots import parse_durations_s
+
+        try:
+            parse_durations_s(value)
+        except ConfigError as exc:
+            raise ValueError(f"RETRY_DELAYS: {exc}") from exc
         return value
 
     @model_validator(mode="after")
@@ -110,6 +132,12 @@ class Settings(BaseSettings):
                 "set KVCA_CLIENT_ID and KVCA_CLIENT_SECRET"
             )
         return self
+
+    @property
+    def retry_delays_s(self) -> tuple[float, ...]:
+        from .scheduler.slots import parse_durations_s
+
+        return parse_durations_s(self.retry_delays)
 
 
 @lru_cache(maxsize=1)

@@ -27,6 +27,8 @@ from .sync import Progress, SyncEngine, SyncRequest, SyncSummary
 from .worker_id import new_worker_id
 
 log = structlog.get_logger(__name__)
+LOCK_POLL_FIRST_S = 0.05  # a request waiting for the lease looks again after this, doubling up to the max
+LOCK_POLL_MAX_S = 1.0
 
 
 @dataclass
@@ -58,11 +60,14 @@ class SyncJob:
         self.job_name = job_name
         self.lease = runs.Lease(job_name, self.worker_id, settings.job_lock_ttl_seconds)
 
-    async def execute(self, request: SyncRequest, *, progress: Progress | None = None) -> JobOutcome:
+    async def execute(
+        self, request: SyncRequest, *, progress: Progress | None = None, lock_wait_s: float = 0
+    ) -> JobOutcome:
+        """Run the sync; with `lock_wait_s`, wait up to that long for a held lease before failing as a conflict."""
         await check_staleness(
             self.db, self.settings, self.clock, category_id=request.category_id, job_name=self.job_name
         )
-        run_id, conflict = await self._begin(request)
+        run_id, conflict = await self._begin_waiting(request, lock_wait_s)
         if conflict is not None:
             failure = classify_exception(LockConflict(conflict))
             async with self.db.transaction() as conn:
@@ -72,14 +77,35 @@ class SyncJob:
         log.info("run started", run_id=run_id, category_id=request.category_id, trigger_type=request.trigger_type)
         return await self._execute_under_lease(run_id, request, progress)
 
-    async def _begin(self, request: SyncRequest) -> tuple[int, str | None]:
-        """Take the lease and open the run in one transaction. Returns (run_id, conflict text or None)."""
+    async def _begin_waiting(self, request: SyncRequest, wait_s: float) -> tuple[int, str | None]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        pause_s = LOCK_POLL_FIRST_S
+        while True:
+            begun = await self._begin(request, record_conflict=loop.time() >= deadline)
+            if begun is not None:
+                return begun
+            await asyncio.sleep(max(0.0, min(pause_s, deadline - loop.time())))
+            pause_s = min(pause_s * 2, LOCK_POLL_MAX_S)
+
+    async def _begin(self, request: SyncRequest, *, record_conflict: bool = True) -> tuple[int, str | None] | None:
+        """Take the lease and open the run in one transaction. Returns (run_id, conflict text or None), or
+        None when the lease is held and the conflict is not to be recorded yet."""
         now = self.clock.now()
         params = {"max_categories": request.max_categories, "max_users_per_course": request.max_users_per_course}
         async with self.db.transaction() as conn:
             begun = await self.lease.begin(
-                conn, trigger_type=request.trigger_type, category_id=request.category_id, params=params, now=now
+                conn,
+                trigger_type=request.trigger_type,
+                category_id=request.category_id,
+                params=params,
+                now=now,
+                request_id=request.request_id,
+                retry_of_run_id=request.retry_of_run_id,
+                record_conflict=record_conflict,
             )
+            if begun is None:
+                return None
             if begun.taken_over is not None:
                 closed_by = f"run_id={begun.run_id} taking over the expired lease"
                 await self._close_abandoned(conn, run_id=begun.taken_over, closed_by=closed_by, now=now)

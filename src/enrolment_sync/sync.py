@@ -36,6 +36,8 @@ class SyncRequest:
     trigger_type: TriggerType = "MANUAL"
     max_categories: int = 1
     max_users_per_course: int = 500
+    request_id: int | None = None  # the sync_request it serves (a pulled request)
+    retry_of_run_id: int | None = None  # the failed run it retries
 
 
 @dataclass

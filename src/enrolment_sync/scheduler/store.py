@@ -12,7 +12,9 @@ import psycopg
 from .. import db
 from ..config import JOB_NAME
 from ..errors import ConfigError
+from ..store import alerts
 from ..sync import TriggerType
+from .alert_texts import paused_key
 from .policy import request_state
 from .slots import DEFAULT_TIMEZONE, ScheduleSpec, check_cron, kst, next_slot, zone
 
@@ -138,8 +140,11 @@ async def pause_schedule(
 
 
 async def resume_schedule(conn: psycopg.AsyncConnection[Any], schedule_id: int) -> bool:
-    """Resume (slots of the paused time are skipped); False when it was not paused."""
-    if await db.fetch_one(conn, "schedule_resume", {"schedule_id": schedule_id}):
+    """Resume (slots of the paused time are skipped; its category's pause alert is resolved); False when it
+    was not paused."""
+    resumed = await db.fetch_one(conn, "schedule_resume", {"schedule_id": schedule_id})
+    if resumed:
+        await alerts.resolve_paused(conn, paused_key(resumed["category_id"]), by=f"schedule {schedule_id} resumed")
         return True
     await _must_exist(conn, schedule_id)
     return False

@@ -38,9 +38,9 @@ where job_name = %(job_name)s and run_id = %(run_id)s and locked_by = %(locked_b
 -- run_insert --
 -- One run_log row per request.
 insert into run_log (job_name, trigger_type, status, category_id, params, worker_id, started_at, updated_at,
-                     error_message, error_group, finished_at)
+                     error_message, error_group, finished_at, request_id, retry_of_run_id)
 values (%(job_name)s, %(trigger_type)s, %(status)s, %(category_id)s, %(params)s, %(worker_id)s, %(now)s, %(now)s,
-        %(error_message)s, %(error_group)s, %(finished_at)s)
+        %(error_message)s, %(error_group)s, %(finished_at)s, %(request_id)s, %(retry_of_run_id)s)
 returning id;
 
 -- run_set_lock_owner --

@@ -149,6 +149,17 @@ from recovered r
 where a.id = r.id and r.run_id is not null
 returning a.id;
 
+-- alerts_resolve_paused --
+-- A schedule resumed by hand resolves its category's open "schedules paused" alert.
+update alert
+set resolved = true, resolved_at = now(), resolved_by = %(resolved_by)s, updated_at = now()
+where alert_type = 'FAILED' and source_type = 'sync_schedule' and source_id = %(source_id)s and not resolved
+returning id;
+
+-- schedules_enabled_categories --
+-- Categories with an enabled schedule: the watchdog watches their slots instead of STALE_AFTER_HOURS.
+select distinct category_id from sync_schedule where enabled;
+
 -- heartbeat_beat --
 -- The loop of one process is alive; its state for /healthz and `schedule list`.
 insert into scheduler_heartbeat as h (worker_id, started_at, beat_at, state)

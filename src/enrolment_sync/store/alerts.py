@@ -89,3 +89,16 @@ def listed(conn: psycopg.Connection[Any], *, include_resolved: bool, limit: int)
     cur = conn.cursor(row_factory=dict_row)
     cur.execute(db.query("alerts_list"), {"include_resolved": include_resolved, "limit": limit})
     return cur.fetchall()
+
+
+async def resolve_recovered(conn: psycopg.AsyncConnection[Any], job_name: str) -> list[int]:
+    """Resolve the unattended worker's alerts (stale slots, exhausted retries, paused schedules) whose category
+    has succeeded since the alert was last seen; returns their ids."""
+    rows = await db.fetch_all(conn, "alerts_resolve_recovered", {"job_name": job_name})
+    return [int(r["id"]) for r in rows]
+
+
+async def resolve_paused(conn: psycopg.AsyncConnection[Any], source_id: str, *, by: str) -> list[int]:
+    """Resolve a category's open "schedules paused" alert (a schedule of it was resumed by hand)."""
+    rows = await db.fetch_all(conn, "alerts_resolve_paused", {"source_id": source_id, "resolved_by": by})
+    return [int(r["id"]) for r in rows]

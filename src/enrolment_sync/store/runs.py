@@ -57,8 +57,14 @@ class Lease:
         category_id: int,
         params: dict[str, Any],
         now: dt.datetime,
-    ) -> Begun:
-        """Take the lease (free, or expired) and open the run; a live lease held by another logs a FAILED run."""
+        request_id: int | None = None,
+        retry_of_run_id: int | None = None,
+        record_conflict: bool = True,
+    ) -> Begun | None:
+        """Take the lease (free, or expired) and open the run; a live lease held by another logs a FAILED run.
+
+        None, and nothing written, when the lease is held and `record_conflict` is off (a caller that waits).
+        """
         held = await db.fetch_one(conn, "lock_select_for_update", {"job_name": self.job_name})
         conflict: str | None = None
         taken_over: int | None = None
@@ -73,6 +79,8 @@ class Lease:
         else:
             await db.fetch_one(conn, "lock_take_over", self._params())
             taken_over = held["run_id"]
+        if conflict and not record_conflict:
+            return None
         row = await db.fetch_one(
             conn,
             "run_insert",
@@ -87,6 +95,8 @@ class Lease:
                 "error_message": conflict,
                 "error_group": ErrorGroup.LOCK_CONFLICT.value if conflict else None,
                 "finished_at": now if conflict else None,
+                "request_id": request_id,
+                "retry_of_run_id": retry_of_run_id,
             },
         )
         assert row is not None
