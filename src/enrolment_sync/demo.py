@@ -56,6 +56,13 @@ def _as_dicts(rows: list[list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(header, row, strict=False)) for row in rows[1:]]
 
 
+def _cancel_first_learner(sim: Any) -> tuple[int, str, dict[str, Any]]:
+    """Step 2 of the story: the first learner of the first course is cancelled upstream."""
+    course_id = sim.state.course_ids(303)[0]
+    user_id = sorted(r["user_id"] for r in sim.state.enrolments(course_id))[0]
+    return course_id, user_id, sim.state.update_enrolment(course_id, user_id, status="CANCELLED")
+
+
 def demo_main(settings: Settings, console: Console) -> dict[str, Any]:
     """Tell Step 1's story on the console; returns the two answers and run_log's rows (for the tests)."""
     from .testing.databases import recreate_database
@@ -91,9 +98,7 @@ def demo_main(settings: Settings, console: Console) -> dict[str, Any]:
                 console.print(f"HTTP {first.status_code}")
                 console.print_json(data=first.json())
 
-                course_id = sim.state.course_ids(303)[0]
-                user_id = sorted(r["user_id"] for r in sim.state.enrolments(course_id))[0]
-                changed = sim.state.update_enrolment(course_id, user_id, status="CANCELLED")
+                course_id, user_id, changed = _cancel_first_learner(sim)
                 console.print(
                     f"\n[bold]2) upstream change:[/bold] {user_id} in course {course_id} -> "
                     f"{changed['status']} ({changed['status_msg']})\n"
@@ -185,6 +190,7 @@ def _unattended_story(settings: Settings, url: str, sim_config: Any, console: Co
         f"the automatic RETRY after {retry} (RETRY_DELAYS)"
     )
     with RunningSimulator(sim_config) as sim:
+        _cancel_first_learner(sim)  # the same upstream as at the end of step 3
         sim.state.add_fault(status=503, count=1, path_contains="/categories/")
         loop_settings = settings.model_copy(
             update={

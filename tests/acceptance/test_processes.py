@@ -157,5 +157,7 @@ def test_demo_on_a_fresh_home() -> None:
         assert "89 appended, 1 updated" in out and (home / "demo" / "sheets" / "category_303.xlsx").exists()
         assert re.search(r"operations console: http://127\.0\.0\.1:\d+/ops +\(HTTP 200\)", out)
         assert re.search(r"password \S{16} \(admin, this demo only\)", out)
+        assert "5) unattended" in out and "automatic RETRY" in out
+        assert "HTTP_5XX" in out and out.count("RETRY") >= 2  # the slot's failed run, then its RETRY
     finally:
         shutil.rmtree(home, ignore_errors=True)
