@@ -12,6 +12,7 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -147,7 +148,7 @@ def demo_main(settings: Settings, console: Console) -> dict[str, Any]:
     console.print()
     console.print(_table("3-1. 최근 실행 상태 (run_log)", runs))
     console.print(_table("CHANGED alerts", alerts))
-    unattended = _unattended_story(settings, url, sim_config, console)
+    unattended = _unattended_story(settings, url, console, lambda: RunningSimulator(sim_config), ThreadedServer)
     console.print(
         f"\nThe demo database stays on the embedded server under {settings.enrolment_sync_home}; "
         "run it again any time (it starts fresh)."
@@ -178,18 +179,20 @@ def _serve_console(settings: Settings, url: str, console: Console, server_class:
             console.input("   The console stays up until you press Enter ... ")
 
 
-def _unattended_story(settings: Settings, url: str, sim_config: Any, console: Console) -> list[dict[str, Any]]:
-    """5) serve's own loops: a schedule fires, an injected upstream 503 fails its run, the RETRY follows."""
+def _unattended_story(
+    settings: Settings, url: str, console: Console, simulator: Callable[[], Any], server: Callable[..., Any]
+) -> list[dict[str, Any]]:
+    """5) serve's own loops: a schedule fires, an injected upstream 503 fails its run, the RETRY follows.
+
+    `simulator` and `server` are the test doubles demo_main imported (the only place the product may)."""
     from .api import create_app
-    from .testing.kvca import RunningSimulator
-    from .testing.servers import ThreadedServer
 
     every_s, retry = 4, "1s"
     console.print(
         f"\n[bold]5) unattended:[/bold] a schedule every {every_s}s, an upstream 503 on its first run, "
         f"the automatic RETRY after {retry} (RETRY_DELAYS)"
     )
-    with RunningSimulator(sim_config) as sim:
+    with simulator() as sim:
         _cancel_first_learner(sim)  # the same upstream as at the end of step 3
         sim.state.add_fault(status=503, count=1, path_contains="/categories/")
         loop_settings = settings.model_copy(
@@ -203,7 +206,7 @@ def _unattended_story(settings: Settings, url: str, sim_config: Any, console: Co
             }
         )
         with (
-            ThreadedServer(create_app(loop_settings, database_url=url, unattended=True)),
+            server(create_app(loop_settings, database_url=url, unattended=True)),
             psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn,
         ):
             params = {"category_id": 303, "max_categories": 1, "max_users_per_course": 500, "cron_expr": None}
