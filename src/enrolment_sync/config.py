@@ -83,6 +83,7 @@ class Settings(BaseSettings):
     outbox_notify_batch_size: int = Field(default=20, ge=1, le=500)
     outbox_digest_max_wait_seconds: float = Field(default=900, ge=0)
     outbox_alert_lookback_hours: float = Field(default=24, gt=0)
+    outbox_done_retention_hours: float = Field(default=720, ge=1)
 
     scheduler_tick_seconds: float = Field(default=1.0, gt=0, le=60)
     schedule_grace_minutes: float = Field(default=30, gt=0)

@@ -71,6 +71,7 @@ class Queue:
         self._dead_unalerted = self._compose("queue_dead_unalerted", group=sql.Identifier(spec.dead_group))
         self._dead_alerted = self._compose("queue_dead_alerted")
         self._status = self._compose("queue_status")
+        self._prune_done = self._compose("queue_prune_done")
 
     def _compose(self, name: str, **parts: sql.Composable) -> sql.Composed:
         return sql.SQL(db.query(name)).format(table=sql.Identifier(self.spec.table), **parts)
@@ -98,6 +99,9 @@ class Queue:
 
     def park_expired(self, *, max_attempts: int) -> Statement:
         return Statement(self._park_expired, {"max_attempts": max_attempts})
+
+    def prune_done(self, *, retention_s: float, limit: int) -> Statement:
+        return Statement(self._prune_done, {"retention_s": retention_s, "limit": limit})
 
     def dead_unalerted(self, *, limit: int) -> Statement:
         return Statement(self._dead_unalerted, {"limit": limit})

@@ -55,12 +55,24 @@ def sheet_title(category_id: int) -> str:
     return f"category_{category_id}"
 
 
+# Characters a workbook cannot hold (XML 1.0 forbids them; openpyxl refuses the whole write): tab, newline and
+# carriage return stay. Google Sheets refuses a cell over 50,000 characters.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
+MAX_CELL_CHARS = 50_000
+REPLACEMENT = "\ufffd"
+
+
+def cell_text(text: str) -> str:
+    """Upstream text as a cell can hold it: control characters become U+FFFD, at most MAX_CELL_CHARS."""
+    return _CONTROL.sub(REPLACEMENT, text)[:MAX_CELL_CHARS]
+
+
 def _cell(value: Any) -> str | int | float | bool:
     if value is None:
         return ""
-    if isinstance(value, bool | int | float | str):
+    if isinstance(value, bool | int | float):
         return value
-    return str(value)
+    return cell_text(value if isinstance(value, str) else str(value))
 
 
 def sheet_row(source_id: str, payload: Mapping[str, Any], *, synced_at: str) -> list[str | int | float | bool]:

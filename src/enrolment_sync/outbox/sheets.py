@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import os
 import random
-import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +22,7 @@ from typing import Any, Protocol
 import gspread
 import requests
 import structlog
+from filelock import FileLock
 from gspread.exceptions import APIError
 
 from ..config import Settings
@@ -39,13 +39,31 @@ API_BACKOFF_BASE_S = 1.0
 API_BACKOFF_MAX_S = 32.0
 QUOTA_WAIT_MAX_S = 300.0
 ALREADY_EXISTS = "already exists"
+MISSING_SHEET = "Unable to parse range"  # what Google answers for a range on a worksheet that is not there
 
 Rows = Mapping[int, Mapping[str, list[Any]]]  # category_id -> source_id -> row values
 Guard = Callable[[], None]
 
 
 class SheetsError(EnrolmentSyncError):
-    """A batch could not be written (after the retries each API call deserved)."""
+    """A batch could not be written (after the retries each API call deserved).
+
+    `rejected`: the API refused the request itself (a 4xx other than 429: a value, a range, a protected
+    worksheet), so trying the same rows again cannot help; the consumer isolates the rows that cause it.
+    """
+
+    def __init__(self, message: str, *, rejected: bool = False) -> None:
+        super().__init__(message)
+        self.rejected = rejected
+
+
+class Replan(EnrolmentSyncError):
+    """A write that failed in a way worth retrying, but not in place: its row numbers were read before it.
+    The worksheet's write starts again from reading column A, after `wait_s` (None: the backoff)."""
+
+    def __init__(self, message: str, wait_s: float | None) -> None:
+        super().__init__(message)
+        self.wait_s = wait_s
 
 
 class Interrupted(EnrolmentSyncError):
@@ -119,10 +137,11 @@ def google_client(settings: Settings) -> gspread.Client:
 class GoogleSheetTarget:
     """One spreadsheet; one worksheet per category; a header row; one row per enrolment keyed by source_id.
 
-    Per batch: one values.batchGet of column A of the batch's worksheets (read), one values.batchUpdate for
-    rows already there and any missing header (write), one values.append per worksheet with new learners
-    (write), and an addSheet for a category seen for the first time. Values are written RAW, so text from
-    upstream is never interpreted as a formula.
+    Per category of a batch: a write quota token first, then one values.batchGet of column A, then at once
+    one values.batchUpdate for rows already there (and the header of a new worksheet) and one values.append
+    for new learners; spreadsheets.get once per process and an addSheet for a category seen for the first
+    time. Waiting (quota, backoff) happens only before column A is read, so rows are placed by what the sheet
+    holds at write time. Values are written RAW, so text from upstream is never interpreted as a formula.
     """
 
     def __init__(
@@ -146,21 +165,21 @@ class GoogleSheetTarget:
         self.retries = retries
         self.rand = rand
         self.calls: Counter[str] = Counter()
-        self._titles: set[str] | None = None
+        self._titles: set[str] | None = None  # worksheets known to exist (dropped when one turns out missing)
         self._guard: Guard | None = None  # set for the duration of write(): renews our lease before each write call
         self.location = f"Google Sheet {spreadsheet_id}"
 
-    def _call(self, kind: str, what: str, fn: Callable[[], Any], *, idempotent: bool = True) -> Any:
-        """One API call under the quota, retried on 429 / 5xx / transport errors with backoff and jitter.
-
-        A call that is not idempotent (an append) is retried in place only on 429, which Google answers
-        before doing anything; after a 5xx or a lost answer it may have landed, so the batch fails instead
-        and its retry reads the sheet again before writing.
+    def _call(self, kind: str, what: str, fn: Callable[[], Any], *, paid: bool = False, in_place: bool = True) -> Any:
+        """One API call under the quota (`paid`: its token was taken already), retried on 429 / 5xx / transport
+        errors with backoff and jitter. A call that carries row numbers or appends (`in_place=False`) is never
+        retried in place: the rows may have moved, or an append may have landed; it raises Replan instead.
         """
         # Unlike the KVCA client, a 429 here spends a retry: the shared quota bucket, drained by the 429, paces us.
         budget = RetryBudget(retries=self.retries)
         while True:
-            self.quota.acquire(kind)
+            if not paid:
+                self.quota.acquire(kind)
+            paid = False
             if kind == "write" and self._guard is not None:
                 self._guard()  # the quota wait or a backoff may have outlasted our lease: prove it first
             self.calls[kind] += 1
@@ -169,103 +188,116 @@ class GoogleSheetTarget:
                 return fn()
             except APIError as exc:
                 status = exc.response.status_code
+                text = f"Sheets API {what}: HTTP {status}: {exc.error.get('message')}"
                 if status != 429 and status < 500:
-                    raise SheetsError(f"Sheets API {what}: HTTP {status}: {exc.error.get('message')}") from exc
+                    raise SheetsError(text, rejected=True) from exc
                 if status == 429:
                     self.quota.exhausted(kind)
                 error: Exception = exc
                 wait = retry_after_s(exc.response.headers.get("Retry-After"), now=dt.datetime.now(dt.UTC))
-                text = f"Sheets API {what}: HTTP {status}: {exc.error.get('message')}"
             except requests.RequestException as exc:
                 error, wait, text = exc, None, f"Sheets API {what}: {type(exc).__name__}: {exc}"
-            if not idempotent and not (isinstance(error, APIError) and error.response.status_code == 429):
-                raise SheetsError(f"{text} (it may have landed: not repeated in place)") from error
+            if not in_place:
+                raise Replan(text, wait) from error
             if not budget.failed():
                 raise SheetsError(text) from error
-            delay = budget.wait_s(wait, Backoff(self.backoff_base_s, self.backoff_max_s, self.rand))
-            log.warning(
-                "sheets api call failed, backing off", what=what, attempt=budget.failures, delay_s=round(delay, 3)
-            )
-            if self.stop.wait(delay):
-                raise Interrupted(f"stopped while backing off after: {text}")
+            self._pause(budget.wait_s(wait, self._backoff()), what, budget.failures, text)
 
-    def _ensure_tabs(self, titles: list[str]) -> None:
-        if self._titles is None or any(t not in self._titles for t in titles):
+    def _backoff(self) -> Backoff:
+        return Backoff(self.backoff_base_s, self.backoff_max_s, self.rand)
+
+    def _pause(self, delay: float, what: str, attempt: int, text: str) -> None:
+        log.warning("sheets api call failed, backing off", what=what, attempt=attempt, delay_s=round(delay, 3))
+        if self.stop.wait(delay):
+            raise Interrupted(f"stopped while backing off after: {text}")
+
+    def _ensure_tab(self, title: str) -> None:
+        """The worksheet exists (added if not). Only a worksheet seen or added is remembered, never a failure."""
+        if self._titles is None:
             meta = self._call("read", "spreadsheets.get", lambda: self.http.fetch_sheet_metadata(self.spreadsheet_id))
             self._titles = {s["properties"]["title"] for s in meta.get("sheets", [])}
-        missing = [t for t in titles if t not in self._titles]
-        if not missing:
+        if title in self._titles:
             return
-        body = {
-            "requests": [
-                {"addSheet": {"properties": {"title": t, "gridProperties": {"rowCount": 1000, "columnCount": 26}}}}
-                for t in missing
-            ]
-        }
+        grid = {"rowCount": 1000, "columnCount": 26}
+        body = {"requests": [{"addSheet": {"properties": {"title": title, "gridProperties": grid}}}]}
         try:
             self._call("write", "batchUpdate.addSheet", lambda: self.http.batch_update(self.spreadsheet_id, body))
         except SheetsError as exc:
-            if ALREADY_EXISTS not in str(exc):
+            if ALREADY_EXISTS not in str(exc):  # another consumer added it first: fine
                 raise
-            # another consumer added it first: add the rest one by one
-            for title in missing:
-                with contextlib.suppress(SheetsError):
-                    self._add_sheet(title)
-        self._titles.update(missing)
-
-    def _add_sheet(self, title: str) -> None:
-        body = {"requests": [{"addSheet": {"properties": {"title": title}}}]}
-        self._call("write", "batchUpdate.addSheet", lambda: self.http.batch_update(self.spreadsheet_id, body))
-
-    def _append(self, title: str, new_rows: list[list[Any]]) -> None:
-        params: dict[str, Any] = {"valueInputOption": "RAW", "insertDataOption": "INSERT_ROWS"}
-        self._call(
-            "write",
-            "values.append",
-            lambda: self.http.values_append(self.spreadsheet_id, a1(title, "A1"), params, {"values": new_rows}),
-            idempotent=False,
-        )
+        self._titles.add(title)
 
     def write(self, rows: Rows, guard: Guard) -> WriteReport:
         self._guard = guard
         try:
-            return self._write(rows)
+            report = WriteReport()
+            for category_id, by_key in rows.items():
+                self._write_sheet(sheet_title(category_id), by_key, report)
+            return report
         finally:
             self._guard = None
 
-    def _write(self, rows: Rows) -> WriteReport:
-        titles = {category_id: sheet_title(category_id) for category_id in rows}
-        self._ensure_tabs(sorted(titles.values()))
-        ranges = [a1(titles[c], "A:A") for c in rows]
+    def _write_sheet(self, title: str, by_key: Mapping[str, list[Any]], report: WriteReport) -> None:
+        """One worksheet's rows; started again from column A after a failure that allows it, and once after the
+        worksheet turned out deleted or renamed (recreated)."""
+        budget = RetryBudget(retries=self.retries)
+        recreated = False
+        while True:
+            try:
+                self._ensure_tab(title)
+                self._place(title, by_key, report)
+                return
+            except Replan as exc:
+                if not budget.failed():
+                    raise SheetsError(str(exc)) from exc
+                self._pause(budget.wait_s(exc.wait_s, self._backoff()), title, budget.failures, str(exc))
+            except SheetsError as exc:
+                if recreated or MISSING_SHEET not in str(exc):
+                    raise
+                recreated = True
+                log.warning("worksheet missing (deleted or renamed): adding it again", title=title)
+                self._titles = None
+
+    def _place(self, title: str, by_key: Mapping[str, list[Any]], report: WriteReport) -> None:
+        # The write token is taken before column A is read: a wait for quota must not fall between reading row
+        # numbers and writing to them (a person may sort or insert rows meanwhile).
+        self.quota.acquire("write")
+        column_a = [a1(title, "A:A")]
         got = self._call(
             "read",
             "values.batchGet",
-            lambda: self.http.values_batch_get(self.spreadsheet_id, ranges, params={"majorDimension": "ROWS"}),
+            lambda: self.http.values_batch_get(self.spreadsheet_id, column_a, params={"majorDimension": "ROWS"}),
         )
-        columns = [vr.get("values", []) for vr in got.get("valueRanges", [])]
-        report = WriteReport()
+        ranges = got.get("valueRanges", [])
+        plan = plan_writes(ranges[0].get("values", []) if ranges else [], by_key)
         data: list[dict[str, Any]] = []
-        appends: list[tuple[str, list[list[Any]]]] = []
-        for (category_id, by_key), column in zip(rows.items(), columns, strict=True):
-            title = titles[category_id]
-            plan = plan_writes(column, by_key)
-            if plan.needs_header:
-                data.append({"range": row_range(title, 1), "values": [HEADER_ROW]})
-                report.headers += 1
-            data += [{"range": row_range(title, row), "values": [values]} for row, values in plan.updates]
-            report.updated += len(plan.updates)
-            report.duplicate_keys += plan.duplicate_keys
-            if plan.appends:
-                appends.append((title, plan.appends))
+        if plan.needs_header:
+            data.append({"range": row_range(title, 1), "values": [HEADER_ROW]})
+        data += [{"range": row_range(title, row), "values": [values]} for row, values in plan.updates]
+        paid = True
         if data:
             body = {"valueInputOption": "RAW", "data": data}
             self._call(
-                "write", "values.batchUpdate", lambda: self.http.values_batch_update(self.spreadsheet_id, body=body)
+                "write",
+                "values.batchUpdate",
+                lambda: self.http.values_batch_update(self.spreadsheet_id, body=body),
+                paid=True,
+                in_place=False,
             )
-        for title, new_rows in appends:
-            self._append(title, new_rows)  # guarded in _call, like every write
-            report.appended += len(new_rows)
-        return report
+            paid = False
+        if plan.appends:
+            params: dict[str, Any] = {"valueInputOption": "RAW", "insertDataOption": "INSERT_ROWS"}
+            self._call(
+                "write",
+                "values.append",
+                lambda: self.http.values_append(self.spreadsheet_id, a1(title, "A1"), params, {"values": plan.appends}),
+                paid=paid,
+                in_place=False,
+            )
+        report.headers += int(plan.needs_header)
+        report.updated += len(plan.updates)
+        report.appended += len(plan.appends)
+        report.duplicate_keys += plan.duplicate_keys
 
 
 class DatabaseQuota:
@@ -317,22 +349,13 @@ class DatabaseQuota:
 # --------------------------------------------------------------------------------- local workbook
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 class LocalWorkbookTarget:
     """Without Google settings: one .xlsx per category under ENROLMENT_SYNC_HOME/sheets, same layout.
 
-    Each write holds a lock file for the category (consumers on one host), rewrites rows in place by
-    source_id, and replaces the file atomically (temporary file + rename).
+    Each write holds a lock file for the category (filelock: consumers on one host, Windows included), finds
+    the category's worksheet by name (added if missing, never whichever sheet is active), rewrites rows in
+    place by source_id, stores text as text (never a formula), and replaces the file atomically (temporary
+    file + rename) with the permissions the umask gives, like any file the user creates.
     """
 
     def __init__(self, folder: Path) -> None:
@@ -345,9 +368,10 @@ class LocalWorkbookTarget:
 
     def write(self, rows: Rows, guard: Guard) -> WriteReport:
         report = WriteReport()
+        self.folder.mkdir(parents=True, exist_ok=True)
         for category_id, by_key in rows.items():
             path = self.path(category_id)
-            with _file_lock(path.with_suffix(".lock")):
+            with FileLock(path.with_suffix(".lock")):
                 self._write_one(path, sheet_title(category_id), by_key, guard, report)
         return report
 
@@ -358,32 +382,30 @@ class LocalWorkbookTarget:
 
         if path.exists():
             workbook = openpyxl.load_workbook(path)
-            sheet = workbook.active
+            sheet = workbook[title] if title in workbook.sheetnames else workbook.create_sheet(title)
         else:
             workbook = openpyxl.Workbook()
             sheet = workbook.active
+            assert sheet is not None
             sheet.title = title
-        assert sheet is not None
-        column = [[cell.value] if cell.value is not None else [] for cell in sheet["A"]] if sheet.max_row else []
-        if sheet.max_row == 1 and not column[0]:
-            column = []
-        plan = plan_writes(column, by_key)
+        column = [[cell.value] if cell.value is not None else [] for cell in sheet["A"]]
+        plan = plan_writes(column if any(column) else [], by_key)
         if plan.needs_header:
-            for index, value in enumerate(HEADER_ROW, start=1):
-                sheet.cell(row=1, column=index, value=value)
+            _put_row(sheet, 1, HEADER_ROW)
             report.headers += 1
         for row, values in plan.updates:
-            for index, value in enumerate(values, start=1):
-                sheet.cell(row=row, column=index, value=value)
+            _put_row(sheet, row, values)
         guard()
-        for values in plan.appends:
-            sheet.append(values)
+        next_row = sheet.max_row + 1 if any(c.value is not None for c in sheet[sheet.max_row]) else sheet.max_row
+        for offset, values in enumerate(plan.appends):
+            _put_row(sheet, next_row + offset, values)
         self.calls["file.write"] += 1
         report.updated += len(plan.updates)
         report.appended += len(plan.appends)
         report.duplicate_keys += plan.duplicate_keys
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".xlsx", dir=path.parent)
-        os.close(fd)
+        tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.xlsx")
+        # created by us with 0666 so the umask decides (mkstemp's 0600 would hide the sheet from its readers)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         try:
             workbook.save(tmp)
             os.replace(tmp, path)
@@ -393,13 +415,21 @@ class LocalWorkbookTarget:
             raise
 
 
+def _put_row(sheet: Any, row: int, values: list[Any]) -> None:
+    """One row; text is stored as a string cell whatever it starts with (=, +, -, @), never as a formula."""
+    for index, value in enumerate(values, start=1):
+        cell = sheet.cell(row=row, column=index, value=value)
+        if isinstance(value, str):
+            cell.data_type = "s"
+
+
 def read_local_sheet(path: Path) -> list[list[Any]]:
-    """Every row of a local workbook (tests, demo)."""
+    """Every row of a local workbook's category worksheet (tests, demo)."""
     import openpyxl
 
     workbook = openpyxl.load_workbook(path, read_only=True)
     try:
-        sheet = workbook.active
+        sheet = workbook[path.stem] if path.stem in workbook.sheetnames else workbook.active
         assert sheet is not None
         return [list(row) for row in sheet.iter_rows(values_only=True)]
     finally:

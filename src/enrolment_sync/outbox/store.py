@@ -140,6 +140,10 @@ class OutboxStore:
     def park_expired(self, queue: Queue, *, max_attempts: int) -> list[dict[str, Any]]:
         return self._run(f"park expired {queue.name}", queue.park_expired(max_attempts=max_attempts))[0]
 
+    def prune_done(self, queue: Queue, *, retention_s: float, limit: int) -> int:
+        """One bounded batch of housekeeping; how many DONE messages were deleted."""
+        return len(self._run(f"prune {queue.name}", queue.prune_done(retention_s=retention_s, limit=limit))[0])
+
     def announce_dead(self, queue: Queue, *, cooldown_minutes: float, max_attempts: int) -> int:
         """The dead-letter sweep (queue.announce_dead); a cheap look first, so an idle sweep costs one statement.
         Returns how many alerts were created."""

@@ -79,6 +79,20 @@ set status = 'DEAD', locked_by = null, locked_until = null, updated_at = now(),
 where ((status = 'PROCESSING' and next_attempt_at <= now()) or status = 'PENDING') and attempts >= %(max_attempts)s
 returning id, attempts, last_error;
 
+-- queue_prune_done --
+-- Housekeeping: delete DONE messages processed longer ago than the retention, oldest first, at most %(limit)s
+-- (one bounded transaction; DEAD messages stay until handled). Served by the table's done index.
+delete from {table} d
+using (
+    select id from {table}
+    where status = 'DONE' and processed_at < now() - make_interval(secs => %(retention_s)s)
+    order by processed_at
+    limit %(limit)s
+    for update skip locked
+) old
+where d.id = old.id
+returning d.id;
+
 -- queue_dead_unalerted --
 -- Dead messages not announced yet, with the value they are announced by, locked for the sweep that announces them.
 select id, {group}::text as what, last_error, attempts
