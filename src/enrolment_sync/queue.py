@@ -39,6 +39,7 @@ class QueueSpec:
     dead_group_is_category: bool = False  # the group is a category_id: the notification carries it
     silent_dead_groups: frozenset[str] = frozenset()  # alert, but no notification (never a notice of a notice)
     one_open_per: str | None = None  # a message waits while an older open message with this value exists
+    dead_columns: tuple[str, ...] = ()  # what a dead-letter notice reports per message besides id and last_error
 
 
 class Statement(NamedTuple):
@@ -68,7 +69,8 @@ class Queue:
         self._retry = self._compose("queue_retry")
         self._release = self._compose("queue_release")
         self._park_expired = self._compose("queue_park_expired")
-        self._dead_unalerted = self._compose("queue_dead_unalerted", group=sql.Identifier(spec.dead_group))
+        extra = sql.SQL("").join(sql.SQL(", ") + sql.Identifier(c) for c in spec.dead_columns)
+        self._dead_unalerted = self._compose("queue_dead_unalerted", group=sql.Identifier(spec.dead_group), extra=extra)
         self._dead_alerted = self._compose("queue_dead_alerted")
         self._status = self._compose("queue_status")
         self._prune_done = self._compose("queue_prune_done")
@@ -145,6 +147,10 @@ def dead_letters(spec: QueueSpec, dead: Sequence[dict[str, Any]], *, max_attempt
             "max_attempts": max_attempts,
             "last_error": last_error[:1000],
         }
+        if spec.dead_columns:
+            detail["messages"] = [
+                {"id": int(r["id"]), **{c: r[c] for c in spec.dead_columns}} for r in rows[:DEAD_IDS_LISTED]
+            ]
         alert = AlertSpec(
             source_type=queue,
             source_id=f"{queue}:{label}",

@@ -46,8 +46,8 @@ def test_rows_are_written_once_with_a_header_in_a_few_calls(
     assert statuses(pg) == {"DONE": 94}
     assert counters.sheet_done == 94 and counters.rows_appended == 94
     calls = fake_sheets.state.stats()
-    # one batch: metadata + addSheet + batchGet + batchUpdate (headers) + one append per worksheet
-    assert calls["total"] <= 6, calls
+    # one batch: metadata once, then per worksheet addSheet + batchGet + batchUpdate (header) + append
+    assert calls["total"] <= 9, calls
 
 
 def test_a_redelivered_message_rewrites_its_row_instead_of_adding_one(
@@ -111,10 +111,13 @@ def test_an_append_that_landed_but_answered_503_is_not_repeated(
 
     counters = drain(settings, database_url, only="sheet")
 
-    assert counters.sheet_retried == 5  # the batch failed once, and was written on its next attempt ...
+    # the append is not repeated in place: the worksheet's write starts again from column A, finds the rows the
+    # first append had added, and updates them
+    assert counters.sheet_retried == 0 and counters.rows_updated == 5 and counters.rows_appended == 0
+    assert fake_sheets.state.stats()["values.append"] == 1
     assert statuses(pg) == {"DONE": 5}
     keys = fake_sheets.state.keys(TITLE)
-    assert len(keys) == 5 and len(set(keys)) == 5  # ... by updating the rows the first append had added
+    assert len(keys) == 5 and len(set(keys)) == 5
 
 
 def test_an_api_that_keeps_failing_backs_off_then_parks_the_messages_with_an_alert(

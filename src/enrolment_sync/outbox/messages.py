@@ -85,21 +85,49 @@ def stale_alert(alert: Mapping[str, Any]) -> Message:
 
 
 def dead_letter(payload: Mapping[str, Any]) -> Message:
-    """One message per dead-letter alert: which queue, how many messages, the last error."""
+    """One message per dead-letter alert: which queue, how many messages, the last error, and for notifications
+    what is known of their delivery (sent to a channel whose answer no consumer recorded is not "held back")."""
     queue = str(payload.get("queue", "?"))
     ids = payload.get("message_ids") or []
+    sent = _unconfirmed(payload.get("messages") or [])
+    reached = sorted({str(c) for m in payload.get("messages") or [] for c in m.get("delivered_to") or []})
+    count = payload.get("count", len(ids))
+    unconfirmed_only = bool(sent) and all((m.get("sent_unconfirmed") or {}) for m in payload.get("messages") or [])
+    if unconfirmed_only:
+        head = (
+            f"{QUEUE_KO.get(queue, queue)} 메시지를 채널로 전송했지만, 처리 프로세스가 결과를 기록하기 전에 멈춰 "
+            f"{payload.get('max_attempts')}회 시도 후 완료를 확인하지 못했습니다 (전달되었을 수 있음, 확인 안 됨)."
+        )
+        title = f"{TITLE_PREFIX} 전달 확인 안 됨(dead letter): {QUEUE_KO.get(queue, queue)}"
+    else:
+        head = (
+            f"{QUEUE_KO.get(queue, queue)} 메시지가 {payload.get('max_attempts')}회 시도 후 보류(dead) 처리되었습니다."
+        )
+        title = f"{TITLE_PREFIX} 메시지 보류(dead letter): {QUEUE_KO.get(queue, queue)}"
     lines = [
-        f"{QUEUE_KO.get(queue, queue)} 메시지가 {payload.get('max_attempts')}회 시도 후 보류(dead) 처리되었습니다.",
+        head,
         f"- 큐: {queue} ({payload.get('what', '')})",
-        f"- 메시지 수: {payload.get('count', len(ids))}건 (id: {', '.join(str(i) for i in ids[:10])}"
-        + (" …" if len(ids) > 10 else "")
-        + ")",
+        f"- 메시지 수: {count}건 (id: {', '.join(str(i) for i in ids[:10])}" + (" …" if len(ids) > 10 else "") + ")",
+    ]
+    if sent:
+        lines.append("- 전송했으나 확인 안 됨: " + ", ".join(f"{channel} ({n}회)" for channel, n in sent.items()))
+    if reached:
+        lines.append("- 전달 확인됨(채널 id): " + ", ".join(reached))
+    lines += [
         f"- 마지막 오류: {str(payload.get('last_error') or '-')[:500]}",
         f"- 알림 id: {payload.get('alert_id')}",
         "",
         "조치: 원인을 해결한 뒤 해당 행의 status 를 'PENDING', attempts 를 0 으로 되돌리면 다시 처리됩니다 "
-        "(docs/outbox.md 참고).",
+        "(docs/outbox.md 참고)."
+        + (" 전송했으나 확인 안 된 채널에는 이미 도착했을 수 있으니 먼저 채널을 확인하세요." if sent else ""),
     ]
-    return Message(
-        f"{TITLE_PREFIX} 메시지 보류(dead letter): {QUEUE_KO.get(queue, queue)}", "\n".join(lines), "failure"
-    )
+    return Message(title, "\n".join(lines), "failure")
+
+
+def _unconfirmed(messages: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Channel -> POSTs sent without a recorded answer, over the dead messages listed."""
+    total: dict[str, int] = {}
+    for m in messages:
+        for channel, n in (m.get("sent_unconfirmed") or {}).items():
+            total[str(channel)] = total.get(str(channel), 0) + int(n)
+    return total

@@ -46,8 +46,10 @@ NOTIFICATION_QUEUE = Queue(
             "payload",
             "delivered_to",
             "created_at",
+            "sent_unconfirmed",
         ),
         dead_group="kind",
+        dead_columns=("kind", "delivered_to", "sent_unconfirmed"),
         silent_dead_groups=frozenset({"DEAD_MESSAGE"}),  # no cascade of notices through a broken channel
     )
 )
@@ -77,6 +79,7 @@ class Notification:
     attempts: int
     delivered_to: list[str]
     created_at: dt.datetime
+    sent_unconfirmed: dict[str, int]  # channel (redacted URL) -> POSTs whose outcome no consumer recorded
 
 
 class OutboxStore:
@@ -190,25 +193,38 @@ class OutboxStore:
     def claim_notifications(self, *, batch: int, max_attempts: int) -> list[Notification]:
         return [Notification(**r) for r in self.claim(NOTIFICATION_QUEUE, batch=batch, max_attempts=max_attempts)]
 
-    def _delivered(self, message_id: int, delivered_to: list[str]) -> Statement:
-        params = {"id": message_id, "consumer": self.consumer_id, "delivered_to": delivered_to}
+    def _delivered(self, note: Notification, delivered_to: list[str]) -> Statement:
+        params = {
+            "id": note.id,
+            "consumer": self.consumer_id,
+            "delivered_to": delivered_to,
+            "sent_unconfirmed": Jsonb(note.sent_unconfirmed),  # this attempt's POSTs all got their answer
+        }
         return Statement(db.query("outbox_notification_delivered"), params)
 
-    def notification_done(self, message_id: int, delivered_to: list[str]) -> bool:
+    def notification_sending(self, note: Notification, channel: str) -> None:
+        """A POST to `channel` is about to start: until the attempt ends it counts as sent, not confirmed."""
+        unconfirmed = {**note.sent_unconfirmed, channel: note.sent_unconfirmed.get(channel, 0) + 1}
+        params = {"id": note.id, "consumer": self.consumer_id, "sent_unconfirmed": Jsonb(unconfirmed)}
+        self._all("outbox_notification_sending", params)
+
+    def notification_done(self, note: Notification, delivered_to: list[str]) -> bool:
         """A notification reached every channel it was meant for."""
-        done = NOTIFICATION_QUEUE.done([message_id], consumer=self.consumer_id)
-        return bool(self._run("done notification_outbox", self._delivered(message_id, delivered_to), done)[1])
+        done = NOTIFICATION_QUEUE.done([note.id], consumer=self.consumer_id)
+        return bool(self._run("done notification_outbox", self._delivered(note, delivered_to), done)[1])
 
     def notification_retry(
-        self, message_id: int, *, retry: Retry, delivered_to: list[str], error: str
+        self, note: Notification, *, retry: Retry, delivered_to: list[str], error: str
     ) -> dict[str, Any] | None:
         """A failed delivery: keep the channels it reached, retry the rest after the backoff, or park it dead."""
         again = NOTIFICATION_QUEUE.retry([retry], consumer=self.consumer_id, error=error)
-        rows = self._run("retry notification_outbox", self._delivered(message_id, delivered_to), again)[1]
+        rows = self._run("retry notification_outbox", self._delivered(note, delivered_to), again)[1]
         return rows[0] if rows else None
 
-    def digest_facts(self, run_id: int, category_id: int) -> dict[str, Any]:
-        rows = self._all("outbox_digest_facts", {"run_id": run_id, "category_id": category_id})
+    def digest_facts(self, run_id: int, category_id: int, *, created_at: dt.datetime) -> dict[str, Any]:
+        """What a digest says, and its age (`age_s`) by the database's clock."""
+        params = {"run_id": run_id, "category_id": category_id, "created_at": created_at}
+        rows = self._all("outbox_digest_facts", params)
         return rows[0] if rows else {}
 
     def digest_alerts(self, run_id: int, category_id: int, *, limit: int) -> list[dict[str, Any]]:

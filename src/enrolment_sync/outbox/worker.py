@@ -362,10 +362,9 @@ class NotifyConsumer(Consumer):
     def _render(self, note: Notification) -> messages.Message | Defer:
         if note.kind == "CHANGE_DIGEST":
             assert note.run_id is not None and note.category_id is not None
-            facts = self.store.digest_facts(note.run_id, note.category_id)
+            facts = self.store.digest_facts(note.run_id, note.category_id, created_at=note.created_at)
             waiting = facts.get("run_status") == "RUNNING" or int(facts.get("open_count") or 0) > 0
-            age_s = (dt.datetime.now(dt.UTC) - note.created_at).total_seconds()
-            if waiting and age_s < self.settings.outbox_digest_max_wait_seconds:
+            if waiting and float(facts.get("age_s") or 0) < self.settings.outbox_digest_max_wait_seconds:
                 return Defer(self.defer_s)
             alerts = self.store.digest_alerts(note.run_id, note.category_id, limit=MAX_DIGEST_ALERT_LINES + 1)
             total = len(alerts)
@@ -408,6 +407,7 @@ class NotifyConsumer(Consumer):
         for url in targets:
             if channel_id(url) in delivered:
                 continue
+            self.store.notification_sending(note, redacted(url))
             if self.channels.send(url, rendered):
                 delivered.append(channel_id(url))
             else:
@@ -415,14 +415,14 @@ class NotifyConsumer(Consumer):
         if failed:
             self._failed(note, delivered, f"delivery failed on {', '.join(failed)}")
             return True
-        self.store.notification_done(note.id, delivered)
+        self.store.notification_done(note, delivered)
         self.counters.notifications_sent += 1
         log.info("notification delivered", id=note.id, kind=note.kind, channels=len(delivered))
         return True
 
     def _failed(self, note: Notification, delivered: list[str], error: str) -> None:
         retry = self._retry(note.id, note.attempts)
-        row = self.store.notification_retry(note.id, retry=retry, delivered_to=delivered, error=error)
+        row = self.store.notification_retry(note, retry=retry, delivered_to=delivered, error=error)
         if row is None:
             return
         if retry.dead:

@@ -28,14 +28,23 @@ on conflict (dedupe_key) do nothing
 returning id;
 
 -- outbox_notification_delivered --
--- The channels a claimed notification reached (same transaction as its queue_done or queue_retry).
+-- The channels a claimed notification reached, and the POSTs still unanswered from earlier attempts (same
+-- transaction as its queue_done or queue_retry).
 update notification_outbox
-set delivered_to = %(delivered_to)s, updated_at = now()
+set delivered_to = %(delivered_to)s, sent_unconfirmed = %(sent_unconfirmed)s, updated_at = now()
+where id = %(id)s and locked_by = %(consumer)s and status = 'PROCESSING';
+
+-- outbox_notification_sending --
+-- Before a POST to a channel: counted as sent and not confirmed until this attempt records its outcome, so a
+-- consumer that dies while the POST is under way leaves what is known (sent there, never confirmed).
+update notification_outbox
+set sent_unconfirmed = %(sent_unconfirmed)s, updated_at = now()
 where id = %(id)s and locked_by = %(consumer)s and status = 'PROCESSING';
 
 -- outbox_digest_facts --
 -- What a change digest says, computed when it is sent: the run, and its sheet messages of the category by state.
 select r.status as run_status, r.trigger_type, r.started_at, r.finished_at,
+       extract(epoch from now() - %(created_at)s::timestamptz)::float8 as age_s,  -- the database's clock
        count(s.id) filter (where s.payload ->> 'change' = 'NEW') as new_count,
        count(s.id) filter (where s.payload ->> 'change' = 'CHANGED') as changed_count,
        count(s.id) filter (where s.status = 'DONE') as written_count,

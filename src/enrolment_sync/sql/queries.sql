@@ -185,17 +185,18 @@ returning id, alert_type, severity, source_id;
 select * from alert where id = %(alert_id)s;
 
 -- sheet_enqueue --
--- Queue sheet rows for new and changed enrolments (same transaction as the records).
+-- Queue sheet rows for new and changed enrolments (same transaction as the records). Queue times are the
+-- database's now(), never the worker's clock: a worker host running fast must not delay the messages.
 insert into sheet_outbox (run_id, category_id, source_id, payload, created_at, updated_at, next_attempt_at)
-select %(run_id)s, r.category_id, r.source_id, r.payload, %(now)s, %(now)s, %(now)s
+select %(run_id)s, r.category_id, r.source_id, r.payload, now(), now(), now()
 from jsonb_to_recordset(%(rows)s::jsonb) as r(category_id bigint, source_id text, payload jsonb);
 
 -- notification_enqueue --
--- Queue one notification; a repeat of the same dedupe key is ignored.
+-- Queue one notification; a repeat of the same dedupe key is ignored. Queue times are the database's now().
 insert into notification_outbox (kind, dedupe_key, severity, run_id, category_id, alert_id, payload,
                                  created_at, updated_at, next_attempt_at)
 values (%(kind)s, %(dedupe_key)s, %(severity)s, %(run_id)s, %(category_id)s, %(alert_id)s, %(payload)s,
-        %(now)s, %(now)s, %(now)s)
+        now(), now(), now())
 on conflict (dedupe_key) do nothing
 returning id;
 

@@ -1,5 +1,5 @@
 -- The one queue implementation (queue.py): every statement runs over a table that follows the queue contract
--- (docs/outbox.md, "Queue contract"). {table}, {key}, {columns}, {group} and {key_order} are filled by queue.py
+-- (docs/outbox.md, "Queue contract"). {table}, {key}, {columns}, {group}, {extra} and {key_order} are filled by queue.py
 -- with psycopg.sql identifiers, never by string formatting. Every statement is one short transaction's worth:
 -- no session state, no session advisory locks, no LISTEN (Supabase transaction pooler). A claimed message is
 -- PROCESSING with its lease end in both locked_until and next_attempt_at, so "ready" is one condition (status
@@ -94,8 +94,9 @@ where d.id = old.id
 returning d.id;
 
 -- queue_dead_unalerted --
--- Dead messages not announced yet, with the value they are announced by, locked for the sweep that announces them.
-select id, {group}::text as what, last_error, attempts
+-- Dead messages not announced yet, with the value they are announced by (and the queue's dead_columns, {extra}),
+-- locked for the sweep that announces them.
+select id, {group}::text as what, last_error, attempts{extra}
 from {table}
 where status = 'DEAD' and not dead_alerted
 order by id

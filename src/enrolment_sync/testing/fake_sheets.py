@@ -2,8 +2,10 @@
 
 Endpoints: spreadsheets.get, spreadsheets.batchUpdate (addSheet), values.get / batchGet, values.update /
 batchUpdate, values.append. Errors have Google's JSON shape (`{"error": {"code", "message", "status"}}`).
-It counts every call (reads, writes, per endpoint) and injects faults on demand: 429 RESOURCE_EXHAUSTED,
-5xx, or a stall after a write was applied (to kill a consumer between the write and its acknowledgement).
+It counts every call (reads, writes, per endpoint) and the valueInputOption of every value write, and injects
+faults on demand: 429 RESOURCE_EXHAUSTED, 5xx, a stall after a write was applied (to kill a consumer between
+the write and its acknowledgement), a protected worksheet or a refused value (400). Test helpers act as a person
+would in the sheet: delete or rename a worksheet, sort rows, insert rows.
 Used by the tests, the benchmark and the demo; never by production code paths.
 """
 
@@ -165,6 +167,9 @@ class FakeSheetsState:
         self.faults: list[Fault] = []
         self.release = threading.Event()
         self.stalled = 0
+        self.input_options: Counter[str] = Counter()  # valueInputOption of every value write
+        self.protected: set[str] = set()
+        self.rejected_text: set[str] = set()
 
     # -- test helpers -----------------------------------------------------------------------
 
@@ -190,6 +195,44 @@ class FakeSheetsState:
         """Apply the next `count` calls of `endpoint`, then answer `status` as if they had failed."""
         with self._lock:
             self.faults.append(Fault(status, count, None, endpoint, None, None, apply_first=True))
+
+    def protect(self, title: str) -> None:
+        """Refuse every value write to a worksheet, as Google does for a protected one (400)."""
+        with self._lock:
+            self.protected.add(title)
+
+    def reject_text(self, text: str) -> None:
+        """Refuse (400, INVALID_ARGUMENT) every value write that carries a cell containing `text`."""
+        with self._lock:
+            self.rejected_text.add(text)
+
+    def delete_sheet(self, title: str, spreadsheet_id: str = DEFAULT_SPREADSHEET_ID) -> None:
+        """A person deleting a worksheet."""
+        with self._lock:
+            del self.spreadsheets[spreadsheet_id][title]
+
+    def rename_sheet(self, title: str, new_title: str, spreadsheet_id: str = DEFAULT_SPREADSHEET_ID) -> None:
+        """A person renaming a worksheet."""
+        with self._lock:
+            book = self.spreadsheets[spreadsheet_id]
+            sheet = book.pop(title)
+            sheet.title = new_title
+            book[new_title] = sheet
+
+    def sort_rows(self, title: str, *, column: int = 0, reverse: bool = True) -> None:
+        """A person sorting the rows below the header by one column (0: A), descending by default."""
+        with self._lock:
+            sheet = self.spreadsheets[DEFAULT_SPREADSHEET_ID][title]
+            body = sheet.grid[1 : sheet.last_row()]
+            body.sort(key=lambda r: str(r[column]) if len(r) > column else "", reverse=reverse)
+            sheet.grid[1 : 1 + len(body)] = body
+
+    def insert_rows(self, title: str, *, before: int, rows: list[list[Any]]) -> None:
+        """A person inserting rows above row `before` (1-based)."""
+        with self._lock:
+            sheet = self.spreadsheets[DEFAULT_SPREADSHEET_ID][title]
+            sheet.grid[before - 1 : before - 1] = [list(r) for r in rows]
+            sheet.row_count += len(rows)
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -315,6 +358,18 @@ class FakeSheetsState:
         with self._lock:
             return {"spreadsheetId": spreadsheet_id, "valueRanges": [self._read(spreadsheet_id, r) for r in ranges]}
 
+    def _check_values(self, title: str, values: list[list[Any]], where: str) -> None:
+        if title in self.protected:
+            raise ApiError(
+                400,
+                "You are trying to edit a protected cell or object. Please contact the spreadsheet owner to "
+                "remove protection if you need to edit.",
+            )
+        for r, row in enumerate(values):
+            for c, value in enumerate(row):
+                if isinstance(value, str) and any(t in value for t in self.rejected_text):
+                    raise ApiError(400, f"Invalid value at '{where}.values[{r}][{c}]'")
+
     def _write(self, spreadsheet_id: str, text: str, values: list[list[Any]]) -> int:
         span = parse_range(text)
         sheet = self._sheet(spreadsheet_id, span.title)
@@ -341,9 +396,11 @@ class FakeSheetsState:
 
     def values_batch_update(self, spreadsheet_id: str, body: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
-            for item in body.get("data", []):  # validate everything first: the real call is atomic
+            self.input_options[str(body.get("valueInputOption"))] += 1
+            for number, item in enumerate(body.get("data", [])):  # validate everything first: the call is atomic
                 span = parse_range(item["range"])
                 self._sheet(spreadsheet_id, span.title)
+                self._check_values(span.title, item.get("values", []), f"data[{number}]")
             total = sum(
                 self._write(spreadsheet_id, item["range"], item.get("values", [])) for item in body.get("data", [])
             )
@@ -353,10 +410,14 @@ class FakeSheetsState:
             "totalUpdatedSheets": len(body.get("data", [])),
         }
 
-    def values_append(self, spreadsheet_id: str, text: str, values: list[list[Any]]) -> dict[str, Any]:
+    def values_append(
+        self, spreadsheet_id: str, text: str, values: list[list[Any]], input_option: str | None = None
+    ) -> dict[str, Any]:
         with self._lock:
+            self.input_options[str(input_option)] += 1
             span = parse_range(text)
             sheet = self._sheet(spreadsheet_id, span.title)
+            self._check_values(span.title, values, "data")
             start = sheet.last_row() + 1
             end = start + len(values) - 1
             if end > sheet.row_count:
@@ -414,7 +475,8 @@ def create_app(state: FakeSheetsState | None = None) -> Starlette:
             elif method == "POST" and tail.startswith("values/") and tail.endswith(":append"):
                 text = tail.removeprefix("values/").removesuffix(":append")
                 kind, endpoint = "write", "values.append"
-                call = lambda body: state.values_append(sid, text, body.get("values", []))  # noqa: E731
+                option = request.query_params.get("valueInputOption")
+                call = lambda body: state.values_append(sid, text, body.get("values", []), option)  # noqa: E731
             elif method == "PUT" and tail.startswith("values/"):
                 text = tail.removeprefix("values/")
                 kind, endpoint = "write", "values.update"
