@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import signal
 import threading
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from ..clock import to_kst
 from ..errors import EnrolmentSyncError
 from ..runtime import command_settings, prepare_database
 from ..worker_id import new_worker_id
@@ -19,6 +24,8 @@ from .worker import Only, build, run_consumers
 outbox_app = typer.Typer(help="Outbox consumers: sheet and notifications.", no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True)
+PIPED_WIDTH = 100_000  # no cut when not on a terminal; a table is only as wide as its content
+TERMINAL_ERROR_CHARS = 300  # on a terminal; piped output and --json carry the whole error
 
 
 def install_stop_handlers(stop: threading.Event) -> None:
@@ -67,6 +74,9 @@ def run_command(
 @outbox_app.command("status")
 def status_command(
     dead: Annotated[int, typer.Option(min=0, help="How many dead messages to list.")] = 20,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object (times in UTC and KST), for scripts.")
+    ] = False,
 ) -> None:
     """Backlog, oldest pending age and dead messages of both queues (the same SQL as docs/outbox.md)."""
     settings = command_settings()
@@ -81,12 +91,17 @@ def status_command(
         finally:
             store.close()
     except EnrolmentSyncError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc
+    if as_json:
+        print(json.dumps(status_json(queues, dead_rows), ensure_ascii=False, indent=2))
+        return
+    # Piped or redirected, Rich would cut every value to 80 columns: a script or a file gets whole values.
+    out = console if console.is_terminal else Console(width=PIPED_WIDTH, soft_wrap=True)
     table = Table("queue", "pending", "processing", "ready", "dead", "oldest open (s)", "max attempts", title="outbox")
     for r in queues:
         table.add_row(
-            r["queue"],
+            Text(r["queue"]),
             str(r["pending"]),
             str(r["processing"]),
             str(r["ready"]),
@@ -94,16 +109,36 @@ def status_command(
             "" if r["oldest_open_age_s"] is None else str(r["oldest_open_age_s"]),
             "" if r["max_attempts_so_far"] is None else str(r["max_attempts_so_far"]),
         )
-    console.print(table)
+    out.print(table)
     if dead_rows:
-        listing = Table("queue", "id", "what", "attempts", "last_error", "updated_at", title="dead messages")
+        listing = Table("queue", "id", "what", "attempts", "last_error", "updated (KST)", title="dead messages")
         for r in dead_rows:
+            error = r["last_error"] or ""
             listing.add_row(
-                r["queue"],
+                Text(r["queue"]),
                 str(r["id"]),
-                r["what"],
+                Text(r["what"]),
                 str(r["attempts"]),
-                (r["last_error"] or "")[:100],
-                r["updated_at"].isoformat(timespec="seconds"),
+                Text(error[:TERMINAL_ERROR_CHARS] if console.is_terminal else error),
+                to_kst(r["updated_at"]).strftime("%Y-%m-%d %H:%M:%S"),
             )
-        console.print(listing)
+        out.print(listing)
+
+
+def status_json(queues: list[dict[str, Any]], dead_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What `outbox status --json` prints: every value whole, times as ISO 8601 in UTC and in KST."""
+    return {
+        "queues": [dict(r) for r in queues],
+        "dead": [
+            {
+                "queue": r["queue"],
+                "id": r["id"],
+                "what": r["what"],
+                "attempts": r["attempts"],
+                "last_error": r["last_error"],
+                "updated_at": r["updated_at"].astimezone(dt.UTC).isoformat(),
+                "updated_at_kst": to_kst(r["updated_at"]).isoformat(),
+            }
+            for r in dead_rows
+        ],
+    }
