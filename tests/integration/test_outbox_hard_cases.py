@@ -7,9 +7,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import signal
 import stat
+import subprocess
+import sys
 import threading
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +24,25 @@ from typer.testing import CliRunner
 
 from enrolment_sync.cli import app
 from enrolment_sync.clock import ManualClock
+from enrolment_sync.outbox.channels import redacted
 from enrolment_sync.outbox.policy import SHEET_COLUMNS
 from enrolment_sync.outbox.sheets import read_local_sheet
 from enrolment_sync.outbox.worker import build, run_consumers
 from enrolment_sync.testing.fake_sheets import RunningFakeSheets
+from enrolment_sync.testing.servers import JsonReceiver
 from tests.conftest import Worker, make_settings
-from tests.outbox_fixtures import drain, enqueue_sheet, fake_sheets, fast_google, outbox_settings
+from tests.outbox_fixtures import (
+    drain,
+    enqueue_sheet,
+    fake_sheets,
+    fast_google,
+    insert_run,
+    outbox_settings,
+    receiver,
+)
 from tests.waiting import wait_for
 
-__all__ = ["fake_sheets"]
+__all__ = ["fake_sheets", "receiver"]
 TITLE = "category_303"
 STATUS = SHEET_COLUMNS.index("status")
 STATUS_MSG = SHEET_COLUMNS.index("status_msg")
@@ -91,7 +105,9 @@ def test_a_protected_worksheet_fails_only_its_own_category(
     counters = drain(settings, database_url, only="sheet")
 
     assert fake_sheets.state.keys(TITLE) == keys
-    failed = pg.execute("select category_id, status, last_error from sheet_outbox where run_id = 2 and status <> 'DONE'")
+    failed = pg.execute(
+        "select category_id, status, last_error from sheet_outbox where run_id = 2 and status <> 'DONE'"
+    )
     rows = failed.fetchall()
     assert {(r["category_id"], r["status"]) for r in rows} == {(304, "PENDING")} and len(rows) == 5
     assert "protected" in rows[0]["last_error"]
@@ -154,8 +170,10 @@ def test_rows_sorted_while_the_consumer_waits_for_write_quota_are_updated_by_key
     worker.start()
     try:
         wait_for(
-            lambda: pg.execute("select granted from outbox_quota where name = 'sheets:write'").fetchone()
-            == {"granted": False},
+            lambda: (
+                pg.execute("select granted from outbox_quota where name = 'sheets:write'").fetchone()
+                == {"granted": False}
+            ),
             what="the consumer to be refused write quota",
         )
         fake_sheets.state.sort_rows(TITLE)  # a person sorts the sheet, Z to A, meanwhile
@@ -312,3 +330,129 @@ def test_a_worker_host_whose_clock_is_fast_does_not_delay_its_sheet_messages(
 
     assert counters.sheet_done == 89
     assert len(fake_sheets.state.keys(TITLE)) == 89
+
+
+# -- 7. delivered, then the consumer died ---------------------------------------------------------------
+
+
+class HoldingReceiver:
+    """A loopback webhook that takes a POST and never answers it (until released): the channel got the message,
+    the consumer never learns it."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.lock = threading.Lock()
+        self.released = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with receiver.lock:
+                    receiver.received += 1
+                receiver.released.wait(30)
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"json://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def count(self) -> int:
+        with self.lock:
+            return self.received
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.slow
+def test_a_notification_sent_but_never_confirmed_is_announced_as_such_not_as_held_back(
+    pg: psycopg.Connection[Any], database_url: str, receiver: JsonReceiver, tmp_path: Path
+) -> None:
+    run_id = insert_run(pg)
+    pg.execute(
+        "insert into notification_outbox (kind, dedupe_key, severity, run_id, category_id, payload) "
+        "values ('CHANGE_DIGEST', %s, 'low', %s, 303, '{}')",
+        (f"digest:{run_id}:303", run_id),
+    )
+    holding = HoldingReceiver()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "ENROLMENT_SYNC_HOME": str(tmp_path),
+        "NOTIFY_URLS": holding.url,
+        "OUTBOX_LEASE_SECONDS": "1",
+        "OUTBOX_POLL_INTERVAL_SECONDS": "0.05",
+    }
+    try:
+        for attempt in (1, 2):  # each attempt's POST reaches the channel, then its consumer is killed
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "enrolment_sync.cli", "outbox", "run", "--only", "notify"],
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                wait_for(lambda n=attempt: holding.count() >= n, timeout_s=30, what=f"POST of attempt {attempt}")
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=10)
+    finally:
+        holding.close()
+    settings = outbox_settings(
+        database_url, None, enrolment_sync_home=tmp_path, outbox_max_attempts=2, notify_urls=receiver.url()
+    )
+
+    wait_for(
+        lambda: drain(settings, database_url, only="notify") is not None and bool(receiver.messages()),
+        timeout_s=20,
+        what="the expired lease to park the notification and its notice to be sent",
+    )
+
+    (notice,) = receiver.messages()
+    assert "보류" not in notice["title"] + notice["message"]
+    assert "전달 확인 안 됨" in notice["title"]
+    assert f"전송했으나 확인 안 됨: {redacted(holding.url)} (2회)" in notice["message"]
+    row = pg.execute("select status, sent_unconfirmed from notification_outbox where kind = 'CHANGE_DIGEST'")
+    assert row.fetchone() == {"status": "DEAD", "sent_unconfirmed": {redacted(holding.url): 2}}
+
+
+# -- issue 10, item 15: Windows has no fcntl ------------------------------------------------------------
+
+WITHOUT_FCNTL = """
+import sys
+
+class NoFcntl:  # as on Windows
+    def find_spec(self, name, path=None, target=None):
+        if name == "fcntl":
+            raise ImportError("No module named 'fcntl'")
+        return None
+
+sys.meta_path.insert(0, NoFcntl())
+sys.modules.pop("fcntl", None)
+from enrolment_sync.cli import main
+sys.argv = ["enrolment-sync", "outbox", "run", "--once", "--only", "sheet"]
+main()
+"""
+
+
+def test_the_cli_starts_and_writes_the_local_workbook_without_fcntl(
+    pg: psycopg.Connection[Any], database_url: str, tmp_path: Path
+) -> None:
+    keys = enqueue_sheet(pg, 3)
+    env = {**os.environ, "DATABASE_URL": database_url, "ENROLMENT_SYNC_HOME": str(tmp_path)}
+
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_FCNTL], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["sheet_done"] == 3
+    rows = read_local_sheet(tmp_path / "sheets" / f"{TITLE}.xlsx")
+    assert [r[0] for r in rows[1:]] == keys
