@@ -6,8 +6,10 @@ import pytest
 
 from enrolment_sync.outbox import messages
 from enrolment_sync.outbox.policy import (
+    MAX_CELL_CHARS,
     SHEET_COLUMNS,
     a1,
+    cell_text,
     channel_id,
     channels_for,
     column_letter,
@@ -118,3 +120,54 @@ def test_the_failed_alert_message_names_group_run_and_error() -> None:
 )
 def test_the_fake_parses_a1_ranges_as_gspread_sends_them(text: str, span: Span) -> None:
     assert parse_range(text) == span
+
+
+@pytest.mark.parametrize(
+    ("text", "cell"),
+    [
+        ("수강중", "수강중"),
+        ("a\tb\nc\rd", "a\tb\nc\rd"),  # what a cell may hold stays
+        ("수강\x01중\x00", "수강\ufffd중\ufffd"),
+        ("\x1b[31mred\x1b[0m", "\ufffd[31mred\ufffd[0m"),
+        ("=1+1", "=1+1"),  # never a formula is the writer's job (RAW, string cells), not a text change
+        ("x" * (MAX_CELL_CHARS + 5), "x" * MAX_CELL_CHARS),
+    ],
+)
+def test_cell_text_replaces_control_characters_and_keeps_google_s_limit(text: str, cell: str) -> None:
+    assert cell_text(text) == cell
+
+
+def test_sheet_row_sanitises_upstream_text_and_keeps_numbers() -> None:
+    row = sheet_row("303:9001:u1", {"status_msg": "a\x02b", "progress_rate": 72.5}, synced_at="t")
+    assert row[SHEET_COLUMNS.index("status_msg")] == "a\ufffdb"
+    assert row[SHEET_COLUMNS.index("progress_rate")] == 72.5
+
+
+DEAD_NOTE = {"queue": "notification_outbox", "what": "CHANGE_DIGEST", "message_ids": [7], "count": 1, "max_attempts": 8}
+
+
+@pytest.mark.parametrize(
+    ("messages_listed", "title_part", "lines"),
+    [
+        ([], "메시지 보류", []),
+        (
+            [{"id": 7, "delivered_to": [], "sent_unconfirmed": {"json://…abc": 8}}],
+            "전달 확인 안 됨",
+            ["전송했으나 확인 안 됨: json://…abc (8회)"],
+        ),
+        (
+            [{"id": 7, "delivered_to": ["d1"], "sent_unconfirmed": {"slack://…f00": 1}}],
+            "전달 확인 안 됨",
+            ["전송했으나 확인 안 됨: slack://…f00 (1회)", "전달 확인됨(채널 id): d1"],
+        ),
+        ([{"id": 7, "delivered_to": ["d1"], "sent_unconfirmed": {}}], "메시지 보류", ["전달 확인됨(채널 id): d1"]),
+    ],
+)
+def test_a_dead_letter_notice_says_what_is_known_of_delivery(
+    messages_listed: list[dict[str, object]], title_part: str, lines: list[str]
+) -> None:
+    message = messages.dead_letter({**DEAD_NOTE, "messages": messages_listed})
+    assert title_part in message.title
+    for line in lines:
+        assert line in message.body
+    assert ("보류" in message.title + message.body) is (title_part == "메시지 보류")

@@ -224,7 +224,7 @@ class GoogleSheetTarget:
             self._call("write", "batchUpdate.addSheet", lambda: self.http.batch_update(self.spreadsheet_id, body))
         except SheetsError as exc:
             if ALREADY_EXISTS not in str(exc):  # another consumer added it first: fine
-                raise
+                raise SheetsError(str(exc)) from exc  # the worksheet's fault, not its rows': nothing to isolate
         self._titles.add(title)
 
     def write(self, rows: Rows, guard: Guard) -> WriteReport:
@@ -252,8 +252,10 @@ class GoogleSheetTarget:
                     raise SheetsError(str(exc)) from exc
                 self._pause(budget.wait_s(exc.wait_s, self._backoff()), title, budget.failures, str(exc))
             except SheetsError as exc:
-                if recreated or MISSING_SHEET not in str(exc):
+                if MISSING_SHEET not in str(exc):
                     raise
+                if recreated:
+                    raise SheetsError(str(exc)) from exc  # the worksheet's fault, not its rows'
                 recreated = True
                 log.warning("worksheet missing (deleted or renamed): adding it again", title=title)
                 self._titles = None
