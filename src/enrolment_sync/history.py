@@ -1,7 +1,8 @@
-"""A learner's timeline from status_history: the rows (I/O) and how staff read them, in Korean and KST (pure).
+"""status_history: the rows a sync's diff adds to it (pure), a learner's timeline read from it (I/O), and how
+staff read it, in Korean and KST (pure).
 
-The functions take a plain (sync) psycopg connection, so the CLI and a console's sync routes or worker threads
-call them alike.
+The read functions take a plain (sync) psycopg connection, so the CLI and a console's sync routes or worker
+threads call them alike.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from psycopg.rows import dict_row
 from . import db
 from .alerts import STATUS_KO
 from .clock import to_kst
+from .records import STATUS, Diff, Incoming
 
 CHANGE_KO = {"NEW": "신규", "CHANGED": "변경", "MISSING": "목록에서 빠짐", "RETURNED": "복귀"}
 
@@ -84,3 +86,43 @@ def timeline(conn: psycopg.Connection[Any], category_id: int, user_id: str) -> l
     cur = conn.cursor(row_factory=dict_row)
     cur.execute(db.query("history_timeline"), {"category_id": category_id, "user_id": user_id})
     return [HistoryEntry.from_row(r) for r in cur.fetchall()]
+
+
+def _iso_date(text: Any) -> str | None:
+    """A stored date as the upstream wrote it, for a date column; None when it is not an ISO date."""
+    try:
+        return dt.date.fromisoformat(str(text)).isoformat() if text is not None else None
+    except ValueError:
+        return None
+
+
+def history_rows(d: Diff) -> list[dict[str, Any]]:
+    """The status_history rows for what a course's diff writes: NEW, CHANGED (from the stored version) and
+    RETURNED (a record marked missing that is listed again, changed or not). Details get no history; MISSING
+    rows are written by the statements that mark records missing."""
+
+    def row(rec: Incoming, change: str, old: dict[str, Any] | None) -> dict[str, Any]:
+        old = old or {}
+        return {
+            "source_id": rec.source_id,
+            "category_id": rec.category_id,
+            "course_id": rec.course_id,
+            "user_id": rec.user_id,
+            "change": change,
+            "old_status": old.get("status"),
+            "new_status": rec.status,
+            "old_status_msg": old.get("status_msg"),
+            "new_status_msg": rec.status_msg,
+            "old_gc_date": _iso_date(old.get("gc_date")),
+            "new_gc_date": rec.gc_date,
+            "old_sjc_date": _iso_date(old.get("sjc_date")),
+            "new_sjc_date": rec.sjc_date,
+            "update_time": rec.update_time,
+        }
+
+    out = [row(rec, "NEW", None) for rec in d.new if rec.source_type == STATUS]
+    for rec, before in d.changed:
+        if rec.source_type == STATUS:
+            out.append(row(rec, "RETURNED", None) if before.missing else row(rec, "CHANGED", before.fields))
+    out += [row(rec, "RETURNED", None) for rec in d.returned if rec.source_type == STATUS]
+    return out

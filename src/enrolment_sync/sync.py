@@ -17,11 +17,12 @@ from . import db
 from .alerts import changed_alert
 from .clock import Clock
 from .errors import UpstreamDataError
+from .history import history_rows
 from .kvca.adapter import detail_record, status_record
 from .kvca.client import KvcaClient
 from .kvca.contract import dedupe_rows, parse_detail, parse_status_row
 from .records import DETAIL, STATUS, Incoming, diff, record_key
-from .store import alerts, records
+from .store import alerts, records, status_history
 
 TriggerType = Literal["MANUAL", "SCHEDULER", "RETRY"]
 MAX_LISTED = 50  # how many skipped/vanished keys a summary lists before it only counts
@@ -164,7 +165,9 @@ class SyncEngine:
         async with self.db.transaction() as conn:
             if self.fence is not None:
                 await self.fence(conn)
-            marked = await records.mark_missing_outside(conn, category_id, course_ids, now=self.clock.now())
+            marked = await records.mark_missing_outside(
+                conn, category_id, course_ids, run_id=self.run_id, now=self.clock.now()
+            )
         keys = sorted(set(marked))
         if keys:
             self.summary.records_written += len(marked)
@@ -220,7 +223,10 @@ class SyncEngine:
             d = diff(fetched.incoming, stored, present=fetched.present)
             to_write = d.to_write
             await records.upsert(conn, to_write, run_id=self.run_id, now=now)
-            await records.mark_missing(conn, fetched.category_id, fetched.course_id, d.vanished, now=now)
+            await status_history.write(conn, history_rows(d), run_id=self.run_id, now=now)
+            await records.mark_missing(
+                conn, fetched.category_id, fetched.course_id, d.vanished, run_id=self.run_id, now=now
+            )
             specs = [
                 changed_alert(rec, before, run_id=self.run_id, course_name=fetched.course_name)
                 for rec, before in d.changed

@@ -40,3 +40,16 @@ from source_record s
 left join source_record d on d.source_type = 'enrolment_detail' and d.source_id = s.source_id
 where s.source_type = 'enrolment_status' and s.category_id = %(category_id)s
 order by s.course_id, s.user_id;
+
+-- history_insert --
+-- The history rows a sync's diff built for the status records it writes (same transaction as the records).
+insert into status_history (source_id, category_id, course_id, user_id, change, old_status, new_status,
+                            old_status_msg, new_status_msg, old_gc_date, new_gc_date, old_sjc_date, new_sjc_date,
+                            update_time, run_id, changed_at)
+select h.source_id, h.category_id, h.course_id, h.user_id, h.change, h.old_status, h.new_status, h.old_status_msg,
+       h.new_status_msg, h.old_gc_date, h.new_gc_date, h.old_sjc_date, h.new_sjc_date, h.update_time,
+       %(run_id)s, %(now)s
+from jsonb_to_recordset(%(rows)s::jsonb) as h(
+    source_id text, category_id bigint, course_id bigint, user_id text, change text, old_status text,
+    new_status text, old_status_msg text, new_status_msg text, old_gc_date date, new_gc_date date,
+    old_sjc_date date, new_sjc_date date, update_time timestamptz);

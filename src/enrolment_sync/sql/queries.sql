@@ -118,19 +118,41 @@ set category_id = excluded.category_id, course_id = excluded.course_id, user_id 
 where s.content_hash is distinct from excluded.content_hash or s.missing_since is not null;
 
 -- records_mark_missing --
--- Mark (never delete) the records of learners who left a course.
-update source_record
-set missing_since = %(now)s, updated_at = %(now)s
-where category_id = %(category_id)s and course_id = %(course_id)s
-  and source_id = any(%(source_ids)s) and missing_since is null;
+-- Mark (never delete) the records of learners who left a course; each status record marked gets its MISSING
+-- history row in the same statement.
+with marked as (
+    update source_record
+    set missing_since = %(now)s, updated_at = %(now)s
+    where category_id = %(category_id)s and course_id = %(course_id)s
+      and source_id = any(%(source_ids)s) and missing_since is null
+    returning source_type, source_id, category_id, course_id, user_id, status, status_msg, gc_date, sjc_date,
+              update_time
+)
+insert into status_history (source_id, category_id, course_id, user_id, change, old_status, old_status_msg,
+                            old_gc_date, old_sjc_date, update_time, run_id, changed_at)
+select source_id, category_id, course_id, user_id, 'MISSING', status, status_msg, gc_date, sjc_date, update_time,
+       %(run_id)s, %(now)s
+from marked
+where source_type = 'enrolment_status';
 
 -- records_mark_missing_outside --
--- Mark (never delete) the records of courses no longer listed in their category.
-update source_record
-set missing_since = %(now)s, updated_at = %(now)s
-where category_id = %(category_id)s and course_id <> all(%(course_ids)s::bigint[]) and missing_since is null
-  and source_id = category_id || ':' || course_id || ':' || user_id
-returning source_id;
+-- Mark (never delete) the records of courses no longer listed in their category, with their MISSING history rows.
+with marked as (
+    update source_record
+    set missing_since = %(now)s, updated_at = %(now)s
+    where category_id = %(category_id)s and course_id <> all(%(course_ids)s::bigint[]) and missing_since is null
+      and source_id = category_id || ':' || course_id || ':' || user_id
+    returning source_type, source_id, category_id, course_id, user_id, status, status_msg, gc_date, sjc_date,
+              update_time
+), logged as (
+    insert into status_history (source_id, category_id, course_id, user_id, change, old_status, old_status_msg,
+                                old_gc_date, old_sjc_date, update_time, run_id, changed_at)
+    select source_id, category_id, course_id, user_id, 'MISSING', status, status_msg, gc_date, sjc_date,
+           update_time, %(run_id)s, %(now)s
+    from marked
+    where source_type = 'enrolment_status'
+)
+select source_id from marked;
 
 -- alerts_raise --
 -- Raise alerts, one per key, unless an open alert of the same key was created inside the cooldown:

@@ -34,19 +34,32 @@ async def upsert(conn: psycopg.AsyncConnection[Any], records: list[Incoming], *,
 
 
 async def mark_missing(
-    conn: psycopg.AsyncConnection[Any], category_id: int, course_id: int, source_ids: list[str], *, now: dt.datetime
+    conn: psycopg.AsyncConnection[Any],
+    category_id: int,
+    course_id: int,
+    source_ids: list[str],
+    *,
+    run_id: int,
+    now: dt.datetime,
 ) -> None:
-    """Mark (never delete) the records of learners who left a course."""
+    """Mark (never delete) the records of learners who left a course; their status records get MISSING history."""
     if source_ids:
-        params = {"category_id": category_id, "course_id": course_id, "source_ids": source_ids, "now": now}
+        params = {
+            "category_id": category_id,
+            "course_id": course_id,
+            "source_ids": source_ids,
+            "run_id": run_id,
+            "now": now,
+        }
         await db.execute(conn, "records_mark_missing", params)
 
 
 async def mark_missing_outside(
-    conn: psycopg.AsyncConnection[Any], category_id: int, course_ids: list[int], *, now: dt.datetime
+    conn: psycopg.AsyncConnection[Any], category_id: int, course_ids: list[int], *, run_id: int, now: dt.datetime
 ) -> list[str]:
-    """Mark the records of courses no longer listed in their category; returns one source_id per row marked."""
-    params = {"category_id": category_id, "course_ids": course_ids, "now": now}
+    """Mark the records of courses no longer listed in their category (status records get MISSING history);
+    returns one source_id per row marked."""
+    params = {"category_id": category_id, "course_ids": course_ids, "run_id": run_id, "now": now}
     return [r["source_id"] for r in await db.fetch_all(conn, "records_mark_missing_outside", params)]
 
 
