@@ -48,6 +48,7 @@ CHANGE_FRACTION = 0.01
 CHANGE_SEED = 2026
 OUR_SCHEMAS = ("public",)
 OUR_RECORD_TABLES = (("public", "source_record"),)
+OUR_HISTORY_TABLES = (("public", "status_history"),)  # one row per new / changed / missing / back status record
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ def _measure(
     tuples = counter_delta(before, settled_tuple_counters(url, schemas))
     result["db_server_active_s"] = database_active_s(url) - active_before
     written = rows_written_since(url, record_tables, xid)
+    result["history_rows_written"] = rows_written_since(url, OUR_HISTORY_TABLES, xid) if engine == "ours" else None
     result["simulator_cpu_s"] = sim.cpu_s() - sim_cpu_before
     record = _phase_record(
         engine, preset, phase, sim, result, rows_written=written, tuples=tuples, expected_rows=expected_rows
@@ -153,6 +155,11 @@ def _measure(
 
 def _expected(preset: Preset, phase: str, changed: int) -> int:
     return {"full": 2 * preset.enrolments, "unchanged": 0, "changed": changed}[phase]
+
+
+def _expected_history(preset: Preset, phase: str, changed: int) -> int:
+    """One history row per status record written: each enrolment when new, each status change after."""
+    return {"full": preset.enrolments, "unchanged": 0, "changed": changed}[phase]
 
 
 def _spec(preset: Preset) -> SimulatorSpec:
@@ -205,6 +212,7 @@ def run_ours(
                     _expected(preset, phase, changed),
                 )
             )
+            records[-1]["expected_history_rows"] = _expected_history(preset, phase, changed)
             if phase == "unchanged":
                 records[-1].update(run_in_child(replay_reads, params, timeout_s=120))
     return records
@@ -258,6 +266,7 @@ def _print_preset(preset: Preset, ours: list[dict[str, Any]], dlt: list[dict[str
         "wall/bound",
         "rows written",
         "expected",
+        "history rows",
         "tuples (all)",
         "db s",
         "cpu s",
@@ -274,6 +283,7 @@ def _print_preset(preset: Preset, ours: list[dict[str, Any]], dlt: list[dict[str
             r["wall_over_bound"],
             r["rows_written"],
             r["expected_rows_written"],
+            r.get("history_rows_written"),
             r["tuples_written_all_tables"],
             r.get("db_s"),
             r["cpu_s"],
@@ -364,12 +374,16 @@ def _targets(preset: Preset, ours: list[dict[str, Any]], dlt: list[dict[str, Any
     unchanged = by_phase.get("unchanged")
     if unchanged is not None:
         out["unchanged_writes_0_rows"] = unchanged["rows_written"] == 0
+        out["unchanged_writes_0_history_rows"] = unchanged["history_rows_written"] == 0
         out["unchanged_db_under_0.5s_in_run"] = unchanged["db_s"] < TARGET_UNCHANGED_DB_S
         if "replay_db_s" in unchanged:
             out["unchanged_db_under_0.5s_isolated"] = unchanged["replay_db_s"] < TARGET_UNCHANGED_DB_S
     changed = by_phase.get("changed")
     if changed is not None:
         out["changed_writes_exactly_the_changes"] = changed["rows_written"] == changed["expected_rows_written"]
+    measured = [r for r in ours if r["engine"] == "ours"]
+    if measured:
+        out["history_rows_as_expected"] = all(r["history_rows_written"] == r["expected_history_rows"] for r in measured)
     return out
 
 
