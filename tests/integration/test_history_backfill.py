@@ -171,3 +171,11 @@ def test_migrate_command_prints_what_the_backfill_created(
     assert result.exit_code == 0, result.output
     assert "89 first-seen rows for stored records" in result.stdout
     assert f"applied: {MIGRATION}" in result.stdout
+
+
+def test_status_history_has_rls_and_no_policy(pg: psycopg.Connection[Any]) -> None:
+    row = pg.execute(
+        "select c.relrowsecurity, (select count(*) from pg_policy p where p.polrelid = c.oid)::int as policies"
+        " from pg_class c where c.oid = 'status_history'::regclass"
+    ).fetchone()
+    assert row == {"relrowsecurity": True, "policies": 0}

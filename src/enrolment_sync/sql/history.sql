@@ -15,10 +15,12 @@ select min(changed_at) as first_changed_at from status_history where category_id
 
 -- history_daily_counts --
 -- Per day, the enrolments in each status at the end of that day: each history row holds from its changed_at
--- until the record's next row. A record whose row at the day's end is MISSING is counted as MISSING.
+-- until the enrolment's next row. An enrolment whose row at the day's end is MISSING is counted as MISSING.
+-- Enrolments are told apart by (course_id, user_id), not by key: rows under an old key (see migrate-keys) and
+-- the final key are one enrolment.
 with spans as (
     select coalesce(new_status, 'MISSING') as status, changed_at as since,
-           lead(changed_at) over (partition by source_id order by changed_at, id) as until
+           lead(changed_at) over (partition by course_id, user_id order by changed_at, id) as until
     from status_history
     where category_id = %(category_id)s
 ), days as (
