@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from enrolment_sync.history import HistoryEntry, kst_text, status_name
+from enrolment_sync.history import HistoryEntry, history_rows, kst_text, status_name
+from enrolment_sync.records import DETAIL, STATUS, Diff, Incoming, Stored
 from enrolment_sync.reports import (
     EXPORT_HEADERS,
     MAX_REPORT_DAYS,
@@ -168,3 +169,70 @@ def test_csv_has_a_bom_korean_headers_and_crlf() -> None:
         "303,9001,u1,수료,COMPLETED,수료,2026-11-02,,72.5,90.0,,예,2026-11-20,2026-11-20 10:11:12,,303:9001:u1"
     )
     assert not out.closed, "the caller's stream stays open"
+
+
+def _incoming(user: str, source_type: str = STATUS, **fields: Any) -> Incoming:
+    values = {"status": "IN_PROGRESS", "status_msg": "수강중", "gc_date": "2026-11-02", "sjc_date": None}
+    values.update(fields)
+    if source_type != STATUS:
+        values = {}
+    return Incoming(
+        source_type=source_type,
+        source_id=f"303:9001:{user}",
+        category_id=303,
+        course_id=9001,
+        user_id=user,
+        payload={},
+        content_hash=f"h-{user}",
+        update_time="2026-11-20T01:11:12+00:00",
+        **values,
+    )
+
+
+def _stored(missing: bool = False, **fields: Any) -> Stored:
+    values = {"status": "ENROLLED", "status_msg": "수강신청", "gc_date": "2026-11-02", "sjc_date": None}
+    values.update(fields)
+    return Stored("old-hash", missing, {**values, "update_time": "2026-11-19T01:00:00+09:00"})
+
+
+def _kinds(d: Diff) -> list[tuple[str, str, str | None, str | None]]:
+    return [(r["user_id"], r["change"], r["old_status"], r["new_status"]) for r in history_rows(d)]
+
+
+@pytest.mark.parametrize(
+    ("d", "expected"),
+    [
+        (Diff(), []),
+        (Diff(unchanged=178), []),
+        (Diff(new=[_incoming("a"), _incoming("a", DETAIL)]), [("a", "NEW", None, "IN_PROGRESS")]),
+        (
+            Diff(changed=[(_incoming("b"), _stored()), (_incoming("b", DETAIL), _stored())]),
+            [("b", "CHANGED", "ENROLLED", "IN_PROGRESS")],
+        ),
+        (Diff(changed=[(_incoming("c"), _stored(missing=True))]), [("c", "RETURNED", None, "IN_PROGRESS")]),
+        (Diff(returned=[_incoming("d"), _incoming("d", DETAIL)]), [("d", "RETURNED", None, "IN_PROGRESS")]),
+        (Diff(vanished=["303:9001:e"]), []),
+    ],
+)
+def test_history_rows_follow_the_diff(d: Diff, expected: list[Any]) -> None:
+    assert _kinds(d) == expected
+
+
+def test_history_rows_carry_both_versions() -> None:
+    (row,) = history_rows(Diff(changed=[(_incoming("b", sjc_date="2026-11-20"), _stored(gc_date="20261102x"))]))
+    assert row == {
+        "source_id": "303:9001:b",
+        "category_id": 303,
+        "course_id": 9001,
+        "user_id": "b",
+        "change": "CHANGED",
+        "old_status": "ENROLLED",
+        "new_status": "IN_PROGRESS",
+        "old_status_msg": "수강신청",
+        "new_status_msg": "수강중",
+        "old_gc_date": None,  # stored as the upstream wrote it, and not a date Postgres could read: left out
+        "new_gc_date": "2026-11-02",
+        "old_sjc_date": None,
+        "new_sjc_date": "2026-11-20",
+        "update_time": "2026-11-20T01:11:12+00:00",
+    }
