@@ -25,22 +25,33 @@ class Serve:
     def __init__(self, database_url: str, kvca_base_url: str, **settings: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KVCA_", "DATABASE_URL", "WORKER_API"))}
         env.update(DATABASE_URL=database_url, KVCA_BASE_URL=kvca_base_url, LOG_LEVEL="WARNING", **settings)
-        self.url = f"http://127.0.0.1:{free_port()}"
-        port = self.url.rsplit(":", 1)[1]
-        self.proc = subprocess.Popen([*CLI, "serve", "--port", port], env=env, stdout=subprocess.DEVNULL)
+        self.env = env
+        self._start()
+
+    def _start(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([*CLI, "serve", "--port", str(self.port)], env=self.env, stdout=subprocess.DEVNULL)
 
     def wait_healthy(self) -> Serve:
-        def healthy() -> bool:
+        for _ in range(3):  # another process on this machine may take the free port first: serve then exits
+            if self._became_healthy():
+                return self
+            self._start()
+        raise AssertionError("serve could not listen on a free port three times")
+
+    def _became_healthy(self) -> bool:
+        def answered() -> str | None:
             if self.proc.poll() is not None:
-                raise AssertionError(f"serve exited with {self.proc.returncode}")
+                return "exited"
             try:
                 answer = httpx.get(f"{self.url}/healthz", timeout=1)
             except httpx.HTTPError:
-                return False
-            return answer.status_code == 200 and answer.json()["scheduler"]["alive"]
+                return None
+            scheduler = answer.json().get("scheduler", {}) if answer.status_code == 200 else {}
+            return "ours" if scheduler.get("alive") else None
 
-        wait_for(healthy, timeout_s=30, what="serve to answer /healthz with a live scheduler")
-        return self
+        return wait_for(answered, timeout_s=30, what="serve to answer /healthz with a live scheduler") == "ours"
 
     def stop(self) -> int:
         if self.proc.poll() is None:
