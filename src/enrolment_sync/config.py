@@ -46,6 +46,17 @@ class Settings(BaseSettings):
     kvca_backoff_base_seconds: float = Field(default=0.5, ge=0)
     kvca_backoff_max_seconds: float = Field(default=30.0, ge=0)
     kvca_page_size: int = Field(default=100, ge=1, le=100)
+    kvca_max_pages: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="Most pages one list may take; an answer claiming more fails the run, naming the endpoint.",
+    )
+    kvca_max_requests_per_second: float = Field(
+        default=1000,
+        gt=0,
+        description="Most upstream requests per second (beside KVCA_MAX_CONCURRENCY in flight).",
+    )
 
     alert_cooldown_minutes: float = Field(default=60, ge=0)
     job_lock_ttl_seconds: float = Field(default=300, gt=0)

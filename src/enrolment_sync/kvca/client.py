@@ -1,4 +1,4 @@
-"""The KVCA upstream contract as a client: token and renewal, paging, bounded concurrency, retries.
+"""The KVCA upstream contract as a client: token and renewal, paging, bounded concurrency and rate, retries.
 
 Every failure that leaves this module is an `UpstreamError` whose text carries the HTTP status between
 spaces (`upstream HTTP 503 Service Unavailable on GET ...`) or the word `timeout`, so the seeds'
@@ -16,9 +16,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import httpx
+from aiolimiter import AsyncLimiter
 
 from ..errors import UpstreamDataError, UpstreamError
 from ..retrying import Backoff, RetryBudget, retry_after_s
@@ -28,6 +29,7 @@ RETRYABLE_STATUS = frozenset({409, 500, 502, 503, 504})
 MAX_BODY_IN_MESSAGE = 300
 MAX_RATE_LIMIT_WAITS = 30
 DEFAULT_RETRY_AFTER_S = 1.0
+RATE_BURST_S = 0.1  # the limiter lets at most this much of a second's requests through at once
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -52,6 +54,24 @@ class ClientStats:
     rate_limited: int = 0
     token_renewals: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
+
+
+def api_path(*segments: str | int) -> str:
+    """`/api/v1/` and the segments, each percent-encoded whole: an id holding `/`, `?`, `#` or `..` stays one
+    segment of the path it was meant for (RFC 3986 reads a bare `.` or `..` segment as a step, so dots go
+    encoded there)."""
+    encoded = []
+    for segment in segments:
+        part = quote(str(segment), safe="")
+        encoded.append(part.replace(".", "%2E") if part in {".", ".."} else part)
+    return "/api/v1/" + "/".join(encoded)
+
+
+def rate_limiter(requests_per_second: float) -> AsyncLimiter:
+    """At most `requests_per_second` on average, and in any second at most that plus a tenth of it: the
+    bucket holds RATE_BURST_S of the rate (at least one request), not a whole second's worth."""
+    capacity = max(1.0, requests_per_second * RATE_BURST_S)
+    return AsyncLimiter(capacity, capacity / requests_per_second)
 
 
 def _reason(status: int) -> str:
@@ -93,6 +113,8 @@ class KvcaClient:
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
         page_size: int = 100,
+        max_pages: int = 1000,
+        max_requests_per_second: float | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
@@ -102,8 +124,11 @@ class KvcaClient:
         self._retries = retries
         self._backoff = Backoff(backoff_base_s, backoff_max_s, (rng or random.Random()).random)
         self._page_size = page_size
+        self._max_pages = max_pages
+        self._page_window = max_concurrency
         self._sleep = sleep
         self._slots = asyncio.Semaphore(max_concurrency)
+        self._rate = rate_limiter(max_requests_per_second) if max_requests_per_second else None
         self._token: str | None = None
         self._token_lock = asyncio.Lock()
         self._paused_until = 0.0
@@ -127,37 +152,51 @@ class KvcaClient:
     # -- contract ---------------------------------------------------------------------------
 
     async def get_category(self, category_id: int) -> dict[str, Any]:
-        return await self._get_json(f"/api/v1/categories/{category_id}")
+        return await self._get_json(api_path("categories", category_id))
 
     async def list_courses(self, category_id: int) -> list[dict[str, Any]]:
-        items, _total = await self._paged(f"/api/v1/categories/{category_id}/courses", limit=None)
+        items, _total = await self._paged(api_path("categories", category_id, "courses"), limit=None)
         return items
 
     async def list_enrolments(self, course_id: int, *, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
         """Status rows of a course, up to `limit`; returns (rows, total_items upstream reports)."""
-        return await self._paged(f"/api/v1/courses/{course_id}/enrolments", limit=limit)
+        return await self._paged(api_path("courses", course_id, "enrolments"), limit=limit)
 
     async def get_enrolment_detail(self, course_id: int, user_id: str) -> dict[str, Any] | None:
         """The detail of one enrolment, or None when the learner left the course (404)."""
-        return await self._get_json(f"/api/v1/courses/{course_id}/enrolments/{user_id}", allow_404=True)
+        return await self._get_json(api_path("courses", course_id, "enrolments", user_id), allow_404=True)
 
     # -- mechanics --------------------------------------------------------------------------
 
     async def _paged(self, path: str, *, limit: int | None) -> tuple[list[dict[str, Any]], int]:
+        """Page 1, then the rest a window of `max_concurrency` pages at a time, up to the first empty page.
+
+        `total_pages` is the upstream's claim, not a plan: a claim beyond KVCA_MAX_PAGES fails before any
+        further page is asked for, so neither the requests nor the memory a run holds follow a lie.
+        """
         first = await self._get_json(path, params={"page": 1, "per_page": self._page_size})
         items, total_pages, total_items = self._page_items(path, first)
         wanted_pages = total_pages
         if limit is not None:
             wanted_pages = min(total_pages, max(1, -(-limit // self._page_size)))
-        if wanted_pages > 1:
-            rest = await asyncio.gather(
-                *(
-                    self._get_json(path, params={"page": page, "per_page": self._page_size})
-                    for page in range(2, wanted_pages + 1)
-                )
+        if wanted_pages > self._max_pages:
+            raise UpstreamDataError(
+                f"upstream GET {path} claims total_pages={total_pages} (total_items={total_items}), more than"
+                f" KVCA_MAX_PAGES={self._max_pages} pages of {self._page_size}: refused before asking for them"
             )
-            for body in rest:
-                items.extend(self._page_items(path, body)[0])
+        page, more = 2, bool(items)
+        while more and page <= wanted_pages:
+            window = range(page, min(wanted_pages, page + self._page_window - 1) + 1)
+            bodies = await asyncio.gather(
+                *(self._get_json(path, params={"page": p, "per_page": self._page_size}) for p in window)
+            )
+            for body in bodies:
+                got = self._page_items(path, body)[0]
+                if not got:
+                    more = False  # past the real end, whatever total_pages said
+                    break
+                items.extend(got)
+            page = window.stop
         if limit is not None:
             items = items[:limit]
         return items, total_items
@@ -268,13 +307,20 @@ class KvcaClient:
             pause = self._paused_until - time.monotonic()
             if pause > 0:
                 await self._sleep(pause)
+            if self._rate is not None:
+                await self._rate.acquire()
             self.stats.requests += 1
             try:
-                response = await self._wire.request(method, path, params=params, json_body=json_body, headers=headers)
-            except WireTimeout as exc:
+                # the whole exchange, body included: socket timeouts alone let a body that drips in go on forever
+                async with asyncio.timeout(self._timeout_s):
+                    response = await self._wire.request(
+                        method, path, params=params, json_body=json_body, headers=headers
+                    )
+            except (WireTimeout, TimeoutError) as exc:
                 raise _Retryable(
                     UpstreamError(
-                        f"upstream timeout: no answer within {self._timeout_s:g}s on {method} {target} ({exc})",
+                        f"upstream timeout: no complete answer within {self._timeout_s:g}s on {method} {target}"
+                        f" ({type(exc).__name__ if isinstance(exc, TimeoutError) else exc})",
                         timeout=True,
                     )
                 ) from exc

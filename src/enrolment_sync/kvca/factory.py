@@ -21,4 +21,6 @@ def client_from_settings(settings: Settings) -> KvcaClient:
         backoff_base_s=settings.kvca_backoff_base_seconds,
         backoff_max_s=settings.kvca_backoff_max_seconds,
         page_size=settings.kvca_page_size,
+        max_pages=settings.kvca_max_pages,
+        max_requests_per_second=settings.kvca_max_requests_per_second,
     )

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import aiohttp
 import httpx
 import orjson
+import yarl
 
 
 class WireTimeout(Exception):
@@ -70,8 +71,11 @@ class AiohttpWire:
         self, method: str, path: str, *, params: dict[str, Any] | None, json_body: Any, headers: dict[str, str]
     ) -> Answer:
         try:
+            # `path` comes percent-encoded (client.api_path); encoded=True keeps yarl from decoding or
+            # normalising it, which would turn an id's `%2E%2E` back into a step up the path
+            url = yarl.URL(self._base_url + path, encoded=True)
             async with self._get_session().request(
-                method, self._base_url + path, params=params, json=json_body, headers=headers, allow_redirects=False
+                method, url, params=params, json=json_body, headers=headers, allow_redirects=False
             ) as response:
                 return Answer(response.status, response.headers, await response.read())
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:

@@ -2,11 +2,12 @@
 
 `POST /_control/enrolments/{update,update-detail,add,remove,remove-detail-only}`, `POST
 /_control/courses/unlist`, `POST /_control/faults` / `DELETE /_control/faults` / `GET /_control/faults`
-(pending faults), `POST /_control/latency`, `POST /_control/rate-limit` (`{"max_in_flight": int|null}`),
-`POST /_control/tokens/expire`, `POST /_control/credentials`, `GET /_control/stats`, `POST
-/_control/stats/reset`, `POST /_control/reset`. Errors: 404 `not_found` (unknown course/learner), 409
-`conflict` (add of an enrolled learner), 400 `bad_request`. `/_control/reset` also restores latency, rate
-limit and credentials from the config; issued tokens stay valid.
+(pending faults), `POST /_control/latency`, `POST /_control/rate-limit` (`{"max_in_flight": int|null}`), `POST
+/_control/paging` (`{"path_contains": str, "total_pages": int}`: list answers lie about their page count),
+`POST /_control/tokens/expire`, `POST /_control/credentials`, `GET /_control/stats`, `GET /_control/requests`
+(the log of /api/v1 calls), `POST /_control/stats/reset`, `POST /_control/reset`. Errors: 404 `not_found`
+(unknown course/learner), 409 `conflict` (add of an enrolled learner), 400 `bad_request`. `/_control/reset`
+also restores latency, rate limit and credentials from the config; issued tokens stay valid.
 """
 
 from __future__ import annotations
@@ -108,7 +109,12 @@ def add_control_routes(app: FastAPI, state: SimulatorState) -> None:
         path_contains = data.get("path_contains")
         if path_contains is not None and not isinstance(path_contains, str):
             raise BadRequest("path_contains must be a string or null")
+        drip_s = data.get("drip_s", 0.0)
+        if not isinstance(drip_s, int | float) or isinstance(drip_s, bool):
+            raise BadRequest("drip_s must be a number")
         fault = state.add_fault(
+            drip_s=float(drip_s),
+            echo=bool(data.get("echo", False)),
             status=503 if status is None else status,
             count=1 if count is None else count,
             path_contains=path_contains,
@@ -136,6 +142,13 @@ def add_control_routes(app: FastAPI, state: SimulatorState) -> None:
         state.set_max_in_flight(_optional_int(data.get("max_in_flight"), "max_in_flight"))
         return {"ok": True, "max_in_flight": state.max_in_flight_limit}
 
+    def _paging_claim(data: dict[str, Any]) -> Any:
+        contains, pages = data.get("path_contains"), _optional_int(data.get("total_pages"), "total_pages")
+        if not isinstance(contains, str) or pages is None:
+            raise BadRequest("path_contains (str) and total_pages (int) are required")
+        state.claim_total_pages(contains, pages)
+        return None
+
     def _expire(_: dict[str, Any]) -> Any:
         state.expire_tokens()
         return None
@@ -158,6 +171,7 @@ def add_control_routes(app: FastAPI, state: SimulatorState) -> None:
         "/_control/faults": _fault,
         "/_control/latency": _latency,
         "/_control/rate-limit": _rate_limit,
+        "/_control/paging": _paging_claim,
         "/_control/credentials": _credentials,
         "/_control/tokens/expire": _expire,
         "/_control/stats/reset": _reset_stats,
@@ -181,6 +195,10 @@ def add_control_routes(app: FastAPI, state: SimulatorState) -> None:
     @app.get("/_control/faults", include_in_schema=False)
     async def list_faults() -> Response:
         return json_response(200, {"faults": [f.as_dict() for f in state.faults()]})
+
+    @app.get("/_control/requests", include_in_schema=False)
+    async def requests() -> Response:
+        return json_response(200, {"requests": state.requests()})
 
     @app.get("/_control/stats", include_in_schema=False)
     async def stats() -> Response:

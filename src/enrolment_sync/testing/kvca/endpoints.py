@@ -6,11 +6,17 @@ set and that many requests are already in flight, a data request (not the token 
 the stats shows what the client attempted); otherwise the first queued fault matching the path (plus
 `?query`) is consumed, the latency is slept, and the fault (or, for a timeout fault, a hang of `hang_s`
 seconds followed by the normal answer) replaces the real answer. A hang ends early when the client
-disconnects or the server shuts down. Then the bearer token is checked (not for the token call) and the real
-handler answers.
+disconnects or the server shuts down. A drip fault (`drip_s`) sends the normal answer's body in 20 pieces over
+`drip_s` seconds; an `echo` fault's error body repeats the request's Authorization header and body and the
+configured client secret. Then the bearer token is checked (not for the token call) and the real handler
+answers. Every call is logged (`GET /_control/requests`: arrival time, kind, the target as sent).
+
+The detail's `user_id` is read from the raw path's last segment, decoded on its own, so an id holding `/`,
+`?`, `#` or `..` sent percent-encoded reaches its learner.
 
 Paging: `per_page` defaults to 100 and is clamped to 1..100, `page` below 1 is treated as 1; `total_pages` is
-at least 1 (an empty list is one empty page); a page past the end has no items. Non-integer paging
+at least 1 (an empty list is one empty page), or what `POST /_control/paging` told a path to claim; a page
+past the end has no items. Non-integer paging
 parameters answer 400 `{"error": "bad_request"}`.
 """
 
@@ -18,11 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from .state import SimulatorState
 
@@ -68,6 +76,12 @@ def _int_param(request: Request, name: str, default: int) -> int:
     return int(raw)
 
 
+def _raw_last_segment(request: Request) -> str:
+    """The path's last segment decoded on its own: routing sees the decoded path, where an id's `%2F` is a `/`."""
+    raw: bytes = request.scope.get("raw_path") or request.url.path.encode()
+    return unquote(raw.decode("latin-1").rsplit("/", 1)[-1])
+
+
 def _bearer(request: Request) -> str | None:
     auth = request.headers.get("authorization")
     if not auth:
@@ -94,6 +108,8 @@ class _Api:
         with st._lock:
             st.requests_total += 1
             st.requests_by_kind[kind] += 1
+            raw = scope.get("raw_path", b"").decode("latin-1") + (f"?{qs.decode('latin-1')}" if qs else "")
+            st.request_log.append((time.monotonic(), kind, raw))
             limit = st.max_in_flight_limit
             rejected = limit is not None and kind != "token" and st.in_flight >= limit
             st.in_flight += 1
@@ -110,19 +126,27 @@ class _Api:
             else:
                 if latency > 0:
                     await asyncio.sleep(latency / 1000.0)
+                drip_s = 0.0
                 if fault is not None and fault.timeout:
                     await self._hang(request, fault.hang_s)
                     fault = None
+                elif fault is not None and fault.drip_s:
+                    drip_s, fault = fault.drip_s, None
                 if fault is not None:
                     with st._lock:
                         st.faults_served += 1
                     retry_after = fault.retry_after
                     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-                    response = json_response(fault.status, _error_body(fault.status), headers)
+                    body: dict[str, Any] = dict(_error_body(fault.status))
+                    if fault.echo:
+                        body["echo"] = await self._echo(request)
+                    response = json_response(fault.status, body, headers)
                 elif kind != "token" and not self._authorised(request):
                     response = json_response(401, {"error": "invalid_token"})
                 else:
                     response = handler()
+                if drip_s:
+                    response = self._drip(response, drip_s)
             status = response.status_code
             return response
         finally:
@@ -134,6 +158,30 @@ class _Api:
     def _authorised(self, request: Request) -> bool:
         token = _bearer(request)
         return token is not None and self.state.token_valid(token)
+
+    async def _echo(self, request: Request) -> dict[str, Any]:
+        """What a careless upstream repeats in an error: the request's credentials, and its own copy of the secret."""
+        return {
+            "authorization": request.headers.get("authorization"),
+            "body": (await request.body()).decode("utf-8", "replace"),
+            "configured_client_secret": self.state.client_secret,
+        }
+
+    def _drip(self, response: Response, drip_s: float) -> Response:
+        """The same answer, its body sent in 20 pieces spread over `drip_s` seconds."""
+        body = bytes(response.body)
+        pieces = 20
+        step = max(1, -(-len(body) // pieces))
+        state = self.state
+
+        async def chunks() -> Any:
+            for start in range(0, len(body), step):
+                if state.shutting_down:
+                    return
+                yield body[start : start + step]
+                await asyncio.sleep(drip_s / pieces)
+
+        return StreamingResponse(chunks(), status_code=response.status_code, media_type="application/json")
 
     async def _hang(self, request: Request, hang_s: float) -> None:
         loop = asyncio.get_running_loop()
@@ -210,6 +258,7 @@ class _Api:
                 return json_response(404, {"error": "not_found"})
             keys, item = found
             start, end, total_pages = _paging(len(keys), page, per_page)
+            total_pages = self.state.claimed_pages(request.url.path, total_pages)
             items = [item(k) for k in keys[start:end]]
             return json_response(
                 200,
@@ -231,7 +280,7 @@ class _Api:
         st = self.state
         with st._lock:
             course = st.courses.get(course_id)
-            detail = course.details.get(params["user_id"]) if course is not None else None
+            detail = course.details.get(_raw_last_segment(request)) if course is not None else None
             if detail is None:
                 return json_response(404, {"error": "not_found"})
             return json_response(200, detail)
@@ -264,6 +313,6 @@ def add_contract_routes(app: FastAPI, state: SimulatorState) -> None:
     async def enrolments(request: Request) -> Response:
         return await api.run(request, "enrolments", lambda: api.enrolments(request))
 
-    @app.get(API_PREFIX + "/courses/{course_id}/enrolments/{user_id}")
+    @app.get(API_PREFIX + "/courses/{course_id}/enrolments/{user_id:path}")
     async def detail(request: Request) -> Response:
         return await api.run(request, "detail", lambda: api.detail(request))

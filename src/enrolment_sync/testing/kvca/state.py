@@ -45,6 +45,8 @@ class Fault:
     retry_after: int | None = None
     timeout: bool = False
     hang_s: float = 30.0
+    drip_s: float = 0.0  # > 0: the real answer, its body sent in small pieces spread over this many seconds
+    echo: bool = False  # the error body repeats what the request sent (Authorization, body) and the secret
 
     def matches(self, target: str) -> bool:
         return self.path_contains is None or self.path_contains in target
@@ -93,6 +95,7 @@ class SimulatorState:
         self.client_secret = cfg.client_secret
         self._clock = CLOCK_START
         self._faults.clear()
+        self._claims: list[tuple[str, int]] = []
         self._reset_stats_locked()
         catalogue = generate(cfg)
         self.categories = catalogue.categories
@@ -258,11 +261,13 @@ class SimulatorState:
         retry_after: int | None = None,
         timeout: bool = False,
         hang_s: float = 30.0,
+        drip_s: float = 0.0,
+        echo: bool = False,
     ) -> Fault:
         """Queue a fault (FIFO) consumed by matching /api/v1 requests; ``count=-1`` means forever."""
         if count == 0 or count < -1:
             raise BadRequest("count must be positive or -1")
-        if not timeout and not (400 <= int(status) <= 599):
+        if not timeout and not drip_s and not (400 <= int(status) <= 599):
             raise BadRequest("status must be a 4xx or 5xx code")
         fault = Fault(
             status=int(status),
@@ -271,6 +276,8 @@ class SimulatorState:
             retry_after=retry_after,
             timeout=bool(timeout),
             hang_s=float(hang_s),
+            drip_s=max(0.0, float(drip_s)),
+            echo=bool(echo),
         )
         with self._lock:
             self._faults.append(fault)
@@ -295,6 +302,27 @@ class SimulatorState:
                         self._faults.remove(fault)
                 return taken
         return None
+
+    def claim_total_pages(self, path_contains: str, total_pages: int) -> None:
+        """List answers whose path contains `path_contains` claim `total_pages` (their items stay the real ones,
+        so every page past the real end is empty): an upstream that lies about its paging."""
+        if total_pages < 1:
+            raise BadRequest("total_pages must be at least 1")
+        with self._lock:
+            self._claims.append((path_contains, int(total_pages)))
+
+    def claimed_pages(self, path: str, real: int) -> int:
+        """`total_pages` as a list answer of `path` tells it (caller holds the lock)."""
+        for contains, pages in self._claims:
+            if contains in path:
+                return pages
+        return real
+
+    def requests(self) -> list[dict[str, Any]]:
+        """The /api/v1 requests since the last stats reset (newest 50,000): monotonic arrival time, kind and the
+        target as sent (path still percent-encoded, and the query)."""
+        with self._lock:
+            return [{"t": t, "kind": kind, "target": raw} for t, kind, raw in self.request_log]
 
     def set_latency(self, latency_ms: float) -> None:
         with self._lock:
@@ -342,6 +370,7 @@ class SimulatorState:
         self.in_flight_peak = 0
         self.rate_limited = 0
         self.faults_served = 0
+        self.request_log: deque[tuple[float, str, str]] = deque(maxlen=50_000)
         # in_flight is live state, not a counter: keep it across a stats reset
         self.in_flight: int = getattr(self, "in_flight", 0)
 
