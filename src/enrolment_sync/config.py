@@ -53,7 +53,7 @@ class Settings(BaseSettings):
         description="Most pages one list may take; an answer claiming more fails the run, naming the endpoint.",
     )
     kvca_max_requests_per_second: float = Field(
-        default=1000,
+        default=5000,
         gt=0,
         description="Most upstream requests per second (beside KVCA_MAX_CONCURRENCY in flight).",
     )
