@@ -117,9 +117,12 @@ def test_requests_keep_within_the_rate_limit(make_worker: Any, simulator: Any) -
     assert worker.sync().json()["ok"] is True
     times = sorted(r["t"] for r in simulator.state.requests())
     assert len(times) > 2 * rate  # enough requests for the limit to matter (89 details and the lists)
-    # in any one second: the rate, plus the limiter's burst of a tenth of it, plus one for the window's edges
+    # the limiter lets a tenth of the rate through at once; the margin is for arrivals the loaded server
+    # stamps late and close together (old code: all of them within one second)
     busiest = max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
-    assert busiest <= rate + rate // 10 + 1, busiest
+    assert busiest <= rate * 1.25, busiest
+    burst = rate // 10
+    assert (len(times) - burst) / (times[-1] - times[0]) <= rate * 1.15
 
 
 # -- 14: a body that drips in ---------------------------------------------------------------
