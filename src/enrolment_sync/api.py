@@ -19,6 +19,7 @@ from .config import Settings
 from .failures import HTTP_STATUS_BY_GROUP
 from .job import JobOutcome, SyncJob
 from .kvca.factory import ClientFactory, client_from_settings
+from .redact import redact, redact_json, register_settings
 from .scheduler.routes import queue_request, request_routes, scheduler_health
 from .scheduler.service import Unattended
 from .sync import SyncRequest, SyncSummary
@@ -70,7 +71,7 @@ def answer_body(outcome: JobOutcome) -> dict[str, Any]:
         "run_id": outcome.run_id,
         "error_group": str(outcome.failure.group),
         "http_status_code": outcome.failure.http_status_code,
-        "error": outcome.failure.message,
+        "error": redact(outcome.failure.message),
         "summary": outcome.summary.public(),
     }
 
@@ -82,6 +83,8 @@ def _report(s: SyncSummary) -> dict[str, Any]:
         "details_skipped": s.details_skipped_count,
         "capped_courses": s.capped_courses,
         "vanished_records": s.vanished_count,
+        "rejected_rows": s.rejected_rows,
+        "empty_course_lists": s.empty_course_lists,
         "upstream_requests": s.upstream_requests,
     }
 
@@ -153,6 +156,7 @@ def create_app(
 
     `unattended`: also run the scheduler loop and the request runner (what `serve` does unless --api-only).
     """
+    register_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -210,7 +214,8 @@ def create_app(
             field = ".".join(loc) or "body"
             problems.append({"field": field, "message": err["msg"]})
         text = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
-        return JSONResponse({"ok": False, "error": f"invalid request: {text}", "problems": problems}, status_code=422)
+        answer = {"ok": False, "error": f"invalid request: {text}", "problems": problems}
+        return JSONResponse(redact_json(answer), status_code=422)
 
     @app.post("/jobs/enrolment-sync", dependencies=[Depends(require_token)])
     async def enrolment_sync(body: SyncJobBody, request: Request, wait: bool = True) -> JSONResponse:

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import EnrolmentSyncError, LockConflict, UpstreamError
+from .redact import redact
 
 
 class ErrorGroup(enum.StrEnum):
@@ -78,7 +79,7 @@ def classify_exception(exc: BaseException) -> Classified:
         status, message, lock = None, str(exc), False
     else:
         status, message, lock = None, f"{type(exc).__name__}: {exc}", False
-    message = message or type(exc).__name__
+    message = redact(message) or type(exc).__name__
     group = classify(status, message, lock_conflict=lock)
     return Classified(group, SEVERITY_BY_GROUP[group], status, fit_for_ops_query(message, group))
 

@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 from . import db
 from .alerts import AlertSpec
 from .failures import Severity
+from .redact import redact
 from .store import alerts
 
 DEAD_IDS_LISTED = 50  # how many dead message ids an alert lists before it only counts
@@ -94,7 +95,8 @@ class Queue:
 
     def retry(self, retries: Iterable[Retry], *, consumer: str, error: str) -> Statement:
         rows = [{"id": r.id, "delay_s": r.delay_s, "dead": r.dead} for r in retries]
-        return Statement(self._retry, {"rows": Jsonb(rows), "consumer": consumer, "error": error[:MAX_ERROR_CHARS]})
+        error = redact(error)[:MAX_ERROR_CHARS]
+        return Statement(self._retry, {"rows": Jsonb(rows), "consumer": consumer, "error": error})
 
     def release(self, ids: Sequence[int], *, consumer: str, delay_s: float = 0) -> Statement:
         return Statement(self._release, {"ids": list(ids), "consumer": consumer, "delay_s": delay_s})

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import psycopg
 import structlog
 
-from . import db
+from . import db, redact
 from .config import Settings
 from .errors import ConfigError
 
@@ -37,6 +37,8 @@ def configure_logging(level: str = "INFO") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact.structlog_processor,
             # plain tracebacks: Rich's would print every frame's locals, tokens and secrets included
             structlog.dev.ConsoleRenderer(
                 colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
@@ -70,6 +72,7 @@ def command_settings() -> Settings:
         Console(stderr=True).print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2) from exc
     configure_logging(settings.log_level)
+    redact.register_settings(settings)
     return settings
 
 

@@ -14,13 +14,14 @@ from typing import Any, Literal
 import psycopg
 
 from . import db
-from .alerts import changed_alert
+from .alerts import AlertSpec, changed_alert
 from .clock import Clock
 from .errors import UpstreamDataError
+from .failures import Severity
 from .history import history_rows
 from .kvca.adapter import detail_record, status_record
 from .kvca.client import KvcaClient
-from .kvca.contract import dedupe_rows, parse_detail, parse_status_row
+from .kvca.contract import MAX_USER_ID_CHARS, RowRejected, dedupe_rows, parse_detail, parse_status_row, shown_id
 from .records import DETAIL, STATUS, Incoming, diff, record_key
 from .store import alerts, records, status_history
 
@@ -64,6 +65,9 @@ class SyncSummary:
     returned_records: int = 0
     duplicate_rows: int = 0
     upstream_requests: int = 0
+    rejected_rows: int = 0  # status rows and details skipped because they break the contract or cannot be stored
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    empty_course_lists: list[dict[str, int]] = field(default_factory=list)
 
     PUBLIC = (
         "categories_processed",
@@ -102,6 +106,60 @@ def _first_error(eg: BaseExceptionGroup[Any]) -> BaseException:
     return eg.exceptions[0]
 
 
+UPSTREAM_DATA = "UPSTREAM_DATA"  # the alert type of an answer the sync would not take as it came
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """One status row or detail skipped, and why."""
+
+    source_type: str
+    category_id: int
+    course_id: int
+    user_id: str | None
+    field: str
+    reason: str
+
+    def alert(self, run_id: int) -> AlertSpec:
+        """Medium: one learner's record is not synced until KVCA fixes it; nothing stored is lost."""
+        user = shown_id(self.user_id) if self.user_id is not None else "?"
+        kind = "상태" if self.source_type == STATUS else "상세"
+        message = (
+            f"수강 데이터 건너뜀 ({kind}): 과정 {self.course_id} · 수강생 {user} · 필드 {self.field}"
+            " — 저장할 수 없는 값이라 이 수강생만 건너뛰고 나머지는 반영했습니다"
+        )
+        detail = {
+            "category_id": self.category_id,
+            "course_id": self.course_id,
+            "user_id": user,
+            "field": self.field,
+            "reason": self.reason,
+            "run_id": run_id,
+        }
+        return AlertSpec(
+            self.source_type, record_key(self.category_id, self.course_id, user), Severity.MEDIUM, message, detail
+        )
+
+    def listed(self) -> dict[str, Any]:
+        user = shown_id(self.user_id) if self.user_id is not None else None
+        return {"source_type": self.source_type, "course_id": self.course_id, "user_id": user, "field": self.field}
+
+
+def empty_course_list_alert(category_id: int, stored: int, *, run_id: int) -> AlertSpec:
+    """High: KVCA answered that a category with stored records has no course at all. The records are left as
+    they are (not marked missing) until a list names courses again; the alert asks someone to look."""
+    message = (
+        f"과정 목록이 비어 있음: 기수 {category_id}의 저장된 수강 기록 {stored}건을"
+        " 누락 처리하지 않고 그대로 두었습니다 — KVCA의 과정 목록을 확인하세요"
+    )
+    detail = {"category_id": category_id, "stored_records": stored, "run_id": run_id}
+    return AlertSpec("course_list", str(category_id), Severity.HIGH, message, detail)
+
+
+def _keyable(user_id: str | None) -> bool:
+    return user_id is not None and "\x00" not in user_id and len(user_id) <= MAX_USER_ID_CHARS
+
+
 @dataclass(frozen=True)
 class _Fetched:
     category_id: int
@@ -112,6 +170,7 @@ class _Fetched:
     status_rows: int
     details: int
     skipped: list[str]
+    rejected: list[Rejected]
 
 
 class SyncEngine:
@@ -157,8 +216,32 @@ class SyncEngine:
     async def _category(self, category_id: int, cap: int) -> None:
         courses = await self.client.list_courses(category_id)
         self.progress("courses", {"category_id": category_id, "courses": len(courses)})
+        if not courses and await self._empty_list_left_alone(category_id):
+            return
         await _all_or_first_error([self._course(category_id, course, cap) for course in courses])
         await self._mark_dropped_courses(category_id, [int(c["id"]) for c in courses])
+
+    async def _empty_list_left_alone(self, category_id: int) -> bool:
+        """An empty course list for a category with stored records is not believed: alert, mark nothing."""
+        now = self.clock.now()
+        async with self.db.transaction() as conn:
+            if self.fence is not None:
+                await self.fence(conn)
+            stored = await records.count_present(conn, category_id)
+            if not stored:
+                return False
+            raised = await alerts.raise_alerts(
+                conn,
+                UPSTREAM_DATA,
+                [empty_course_list_alert(category_id, stored, run_id=self.run_id)],
+                run_id=self.run_id,
+                now=now,
+                cooldown_minutes=self.cooldown_minutes,
+            )
+        self.summary.empty_course_lists.append({"category_id": category_id, "stored_records": stored})
+        self.summary.created_alerts += len(raised.created)
+        self.summary.suppressed_alerts += len(raised.suppressed)
+        return True
 
     async def _mark_dropped_courses(self, category_id: int, course_ids: list[int]) -> None:
         """A course no longer listed in its category: its learners' records are marked missing, not deleted."""
@@ -189,7 +272,13 @@ class SyncEngine:
 
     async def _fetch_course(self, category_id: int, course_id: int, name: str | None, cap: int) -> _Fetched:
         listed, total_items = await self.client.list_enrolments(course_id, limit=cap)
-        pairs, duplicates = dedupe_rows([(raw, parse_status_row(raw, course_id)) for raw in listed])
+        parsed, rejected = [], []
+        for raw in listed:
+            try:
+                parsed.append((raw, parse_status_row(raw, course_id)))
+            except RowRejected as exc:
+                rejected.append(Rejected(STATUS, category_id, course_id, exc.user_id, exc.field, str(exc)))
+        pairs, duplicates = dedupe_rows(parsed)
         self.summary.duplicate_rows += duplicates
         raw_rows = [raw for raw, _ in pairs]
         rows = [row for _, row in pairs]
@@ -199,20 +288,27 @@ class SyncEngine:
                 {"category_id": category_id, "course_id": course_id, "total_items": total_items, "taken": len(rows)}
             )
 
-        async def one_detail(user_id: str) -> Incoming | None:
+        async def one_detail(user_id: str) -> Incoming | Rejected | None:
             raw = await self.client.get_enrolment_detail(course_id, user_id)
             if raw is None:
                 return None
-            return detail_record(category_id, raw, parse_detail(raw, course_id, user_id), course_id)
+            try:
+                return detail_record(category_id, raw, parse_detail(raw, course_id, user_id), course_id)
+            except RowRejected as exc:
+                return Rejected(DETAIL, category_id, course_id, user_id, exc.field, str(exc))
 
         details = await _all_or_first_error([one_detail(row.user_id) for row in rows])
         incoming = [status_record(category_id, raw, row) for raw, row in zip(raw_rows, rows, strict=True)]
         skipped = [
             record_key(category_id, course_id, row.user_id) for row, d in zip(rows, details, strict=True) if d is None
         ]
-        incoming += [d for d in details if d is not None]
-        present = None if capped else {record_key(category_id, course_id, row.user_id) for row in rows}
-        return _Fetched(category_id, course_id, name, incoming, present, len(rows), len(rows) - len(skipped), skipped)
+        incoming += [d for d in details if isinstance(d, Incoming)]
+        rejected += [d for d in details if isinstance(d, Rejected)]
+        # a learner whose row was rejected is still listed: what is stored of them must not be marked missing
+        listed_ids = [row.user_id for row in rows] + [r.user_id for r in rejected if _keyable(r.user_id)]
+        present = None if capped else {record_key(category_id, course_id, str(u)) for u in listed_ids}
+        details_done = sum(isinstance(d, Incoming) for d in details)
+        return _Fetched(category_id, course_id, name, incoming, present, len(rows), details_done, skipped, rejected)
 
     async def _store_course(self, fetched: _Fetched) -> None:
         now = self.clock.now()
@@ -235,6 +331,14 @@ class SyncEngine:
             raised = await alerts.raise_alerts(
                 conn, "CHANGED", specs, run_id=self.run_id, now=now, cooldown_minutes=self.cooldown_minutes
             )
+            refused = await alerts.raise_alerts(
+                conn,
+                UPSTREAM_DATA,
+                [r.alert(self.run_id) for r in fetched.rejected[:MAX_LISTED]],
+                run_id=self.run_id,
+                now=now,
+                cooldown_minutes=self.cooldown_minutes,
+            )
             sheet_rows = self._sheet_rows(fetched, d.new, [rec for rec, _ in d.changed])
             await records.queue_sheet_rows(conn, sheet_rows, run_id=self.run_id, now=now)
         s = self.summary
@@ -246,8 +350,10 @@ class SyncEngine:
         s.changed_records += len(d.changed)
         s.returned_records += len(d.returned)
         s.records_written += len(to_write) + len(d.vanished)
-        s.created_alerts += len(raised.created)
-        s.suppressed_alerts += len(raised.suppressed)
+        s.created_alerts += len(raised.created) + len(refused.created)
+        s.suppressed_alerts += len(raised.suppressed) + len(refused.suppressed)
+        s.rejected_rows += len(fetched.rejected)
+        s.rejected = (s.rejected + [r.listed() for r in fetched.rejected])[:MAX_LISTED]
         s.details_skipped_count += len(fetched.skipped)
         s.details_skipped = (s.details_skipped + fetched.skipped)[:MAX_LISTED]
         s.vanished_count += len(d.vanished)

@@ -21,6 +21,7 @@ from urllib.parse import quote, urlencode
 import httpx
 from aiolimiter import AsyncLimiter
 
+from .. import redact
 from ..errors import UpstreamDataError, UpstreamError
 from ..retrying import Backoff, RetryBudget, retry_after_s
 from .transport import AiohttpWire, Answer, HttpxWire, Wire, WireError, WireTimeout
@@ -82,13 +83,14 @@ def _reason(status: int) -> str:
 
 
 def _body_text(response: Answer) -> str:
-    """The upstream's own words, compacted (JSON re-serialised without spaces), truncated."""
+    """The upstream's own words, compacted (JSON re-serialised without spaces), secrets masked, truncated
+    (masked first: a cut through a secret would leave a prefix no mask recognises)."""
     raw = response.text
     try:
         text = json.dumps(json.loads(raw), ensure_ascii=False, separators=(",", ":"))
     except ValueError:
         text = " ".join(raw.split())
-    return text[:MAX_BODY_IN_MESSAGE]
+    return redact.redact(text)[:MAX_BODY_IN_MESSAGE]
 
 
 def http_error(method: str, path: str, response: Answer, attempts: int) -> UpstreamError:
@@ -121,6 +123,7 @@ class KvcaClient:
     ) -> None:
         self._client_id = client_id
         self._client_secret = client_secret
+        redact.register(client_secret)
         self._retries = retries
         self._backoff = Backoff(backoff_base_s, backoff_max_s, (rng or random.Random()).random)
         self._page_size = page_size
@@ -240,6 +243,7 @@ class KvcaClient:
             if stale is not None:
                 self.stats.token_renewals += 1
             self._token = str(token)
+            redact.register(self._token)
             return self._token
 
     async def _with_retries(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .. import redact
 from ..config import Settings
 from .client import KvcaClient
 
@@ -11,6 +12,7 @@ ClientFactory = Callable[[Settings], KvcaClient]
 
 
 def client_from_settings(settings: Settings) -> KvcaClient:
+    redact.register_settings(settings)
     return KvcaClient(
         base_url=settings.kvca_base_url,
         client_id=settings.kvca_client_id,

@@ -8,6 +8,7 @@ or retry with backoff, or park as dead with a DEAD_LETTER alert and a DEAD_MESSA
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 import time
@@ -21,6 +22,7 @@ from .. import db
 from ..config import Settings
 from ..errors import DatabaseError, LeaseLost
 from ..queue import Queue, Retry
+from ..redact import redact
 from ..worker_id import new_worker_id
 from . import messages
 from .channels import AppriseChannels, Channels, redacted
@@ -400,6 +402,7 @@ class NotifyConsumer(Consumer):
             self.store.release(NOTIFICATION_QUEUE, [note.id], delay_s=rendered.delay_s)
             self.counters.notifications_deferred += 1
             return False
+        rendered = dataclasses.replace(rendered, title=redact(rendered.title), body=redact(rendered.body))
         targets = channels_for(note.severity, urls=self.urls, urls_high=self.urls_high)
         if not targets:
             log.info("notification (no channel configured)", kind=note.kind, title=rendered.title, body=rendered.body)

@@ -135,6 +135,10 @@ select source_id, category_id, course_id, user_id, 'MISSING', status, status_msg
 from marked
 where source_type = 'enrolment_status';
 
+-- records_present_in_category --
+-- How many records of a category are stored and not marked missing (an empty course list is doubted then).
+select count(*) as n from source_record where category_id = %(category_id)s and missing_since is null;
+
 -- records_mark_missing_outside --
 -- Mark (never delete) the records of courses no longer listed in their category, with their MISSING history rows.
 with marked as (

@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 
 from .. import db
 from ..alerts import AlertSpec
+from ..redact import redact_json
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ async def raise_alerts(
         conn,
         "alerts_raise",
         {
-            "alerts": Jsonb([s.as_json() for s in specs]),
+            "alerts": Jsonb([redact_json(s.as_json()) for s in specs]),
             "alert_type": alert_type,
             "run_id": run_id,
             "now": now,

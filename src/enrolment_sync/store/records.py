@@ -54,6 +54,12 @@ async def mark_missing(
         await db.execute(conn, "records_mark_missing", params)
 
 
+async def count_present(conn: psycopg.AsyncConnection[Any], category_id: int) -> int:
+    """How many records of the category are stored and not marked missing."""
+    row = await db.fetch_one(conn, "records_present_in_category", {"category_id": category_id})
+    return int(row["n"]) if row else 0
+
+
 async def mark_missing_outside(
     conn: psycopg.AsyncConnection[Any], category_id: int, course_ids: list[int], *, run_id: int, now: dt.datetime
 ) -> list[str]:

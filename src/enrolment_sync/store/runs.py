@@ -16,6 +16,7 @@ from psycopg.types.json import Jsonb
 
 from .. import db
 from ..failures import Classified, ErrorGroup
+from ..redact import redact
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ class Lease:
                 "status": "FAILED" if failure else "SUCCESS",
                 **counts,
                 "summary": Jsonb(summary),
-                "error_message": failure.message if failure else None,
+                "error_message": redact(failure.message) if failure else None,
                 "error_group": str(failure.group) if failure else None,
                 "http_status_code": failure.http_status_code if failure else None,
                 "now": now,
@@ -156,7 +157,7 @@ async def close_abandoned(
     conn: psycopg.AsyncConnection[Any], run_id: int, *, error_message: str, created_alerts: int, now: dt.datetime
 ) -> None:
     """Close one abandoned run as FAILED (UNKNOWN), counting its FAILED alert if one was created."""
-    params = {"run_id": run_id, "error_message": error_message, "created_alerts": created_alerts, "now": now}
+    params = {"run_id": run_id, "error_message": redact(error_message), "created_alerts": created_alerts, "now": now}
     await db.execute(conn, "run_close_abandoned", params)
 
 

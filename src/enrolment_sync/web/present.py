@@ -14,7 +14,7 @@ KST = dt.timezone(dt.timedelta(hours=9), "KST")
 PAGE_SIZE = 50
 RUN_STATUSES = ("RUNNING", "SUCCESS", "FAILED")
 TRIGGER_TYPES = ("MANUAL", "SCHEDULER", "RETRY")
-ALERT_TYPES = ("CHANGED", "FAILED", "STALE", "DEAD_LETTER")
+ALERT_TYPES = ("CHANGED", "FAILED", "STALE", "DEAD_LETTER", "UPSTREAM_DATA")
 SEVERITIES = ("high", "medium", "low")
 QUEUES = {"sheet": "sheet_outbox", "notification": "notification_outbox"}
 
@@ -29,7 +29,13 @@ STATUS_KO = {
 }
 TRIGGER_KO = {"MANUAL": "수동", "SCHEDULER": "스케줄", "RETRY": "재시도"}
 SEVERITY_KO = {"high": "높음", "medium": "보통", "low": "낮음"}
-ALERT_TYPE_KO = {"CHANGED": "변경", "FAILED": "실패", "STALE": "지연", "DEAD_LETTER": "보류 메시지"}
+ALERT_TYPE_KO = {
+    "CHANGED": "변경",
+    "FAILED": "실패",
+    "STALE": "지연",
+    "DEAD_LETTER": "보류 메시지",
+    "UPSTREAM_DATA": "원천 데이터",
+}
 ENROLMENT_KO = {
     "ENROLLED": "수강신청",
     "IN_PROGRESS": "수강중",

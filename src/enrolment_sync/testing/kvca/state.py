@@ -357,6 +357,11 @@ class SimulatorState:
             exp = self._tokens.get(token)
             return exp is not None and exp > time.monotonic()
 
+    def issued_tokens(self) -> list[str]:
+        """Every access token handed out and not yet expired by `expire_tokens` (tests look for leaks)."""
+        with self._lock:
+            return list(self._tokens)
+
     def expire_tokens(self) -> None:
         """Invalidate every issued token (the next data call gets 401)."""
         with self._lock:
