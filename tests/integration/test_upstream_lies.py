@@ -57,10 +57,10 @@ def test_a_course_list_claiming_more_pages_than_the_cap_fails_the_run_naming_the
 def test_paging_stops_at_the_first_empty_page_and_healthz_answers_meanwhile(
     make_worker: Any, simulator: Any, pg: psycopg.Connection[Any]
 ) -> None:
-    simulator.state.claim_total_pages(COURSES_PATH, 50_000)
+    simulator.state.claim_total_pages(COURSES_PATH, 200_000)
     # page 2 answers slowly: the sync is under way while /healthz is asked
-    simulator.state.add_fault(timeout=True, hang_s=2.0, path_contains=f"{COURSES_PATH}?page=2&")
-    worker = make_worker(kvca_max_pages=50_000, kvca_max_concurrency=8)
+    simulator.state.add_fault(timeout=True, hang_s=4.0, path_contains=f"{COURSES_PATH}?page=2&")
+    worker = make_worker(kvca_max_pages=200_000, kvca_max_concurrency=8)
     answers: list[httpx.Response] = []
     sync = threading.Thread(target=lambda: answers.append(worker.sync()))
     sync.start()
@@ -68,7 +68,7 @@ def test_paging_stops_at_the_first_empty_page_and_healthz_answers_meanwhile(
         wait_for(
             lambda: simulator.state.stats()["in_flight"] > 0 and _requests(simulator, "courses")[1:], what="page 2"
         )
-        health = httpx.get(f"{worker.base_url}/healthz", timeout=1.5)
+        health = httpx.get(f"{worker.base_url}/healthz", timeout=3.0)
         running = pg.execute("select count(*) as n from run_log where status = 'RUNNING'").fetchone()
     finally:
         sync.join(timeout=60)
