@@ -92,5 +92,5 @@ def demo(
     database_url: str, simulator: Any, fake_sheets: RunningFakeSheets, pg: psycopg.Connection[Any]
 ) -> Iterator[Demo]:
     settings = console_settings(database_url, simulator.base_url)
-    with Worker(settings, database_url) as worker:
+    with Worker(settings, database_url, unattended=True) as worker:  # runs queued requests, as `serve` does
         yield make_demo_data(worker, simulator, database_url, fake_sheets)

@@ -179,7 +179,6 @@ def create_app(
         finally:
             if loops is not None:
                 await loops.stop()
-            await web.shutdown(app)
             await database.close()
 
     app = FastAPI(

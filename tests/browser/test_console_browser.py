@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
@@ -38,8 +39,21 @@ def log_in(driver: Any, demo: Demo, username: str, password: str) -> None:
     wait(driver).until(ec.presence_of_element_located((By.ID, "cohorts")))
 
 
-def click_and_confirm(driver: Any, element: Any) -> None:
-    element.click()
+def click(driver: Any, locator: tuple[str, str]) -> None:
+    """Click what the locator finds; the refreshing pages (htmx) may swap it between finding and clicking."""
+
+    def clicked(d: Any) -> bool:
+        try:
+            d.find_element(*locator).click()
+        except (StaleElementReferenceException, NoSuchElementException):
+            return False
+        return True
+
+    wait(driver).until(clicked)
+
+
+def click_and_confirm(driver: Any, locator: tuple[str, str]) -> None:
+    click(driver, locator)
     wait(driver).until(ec.alert_is_present()).accept()
 
 
@@ -53,13 +67,13 @@ def test_an_operator_logs_in_reads_the_demo_run_and_acts(
     shoot(driver, screenshots, "login")
 
     log_in(driver, demo, "김운영", ADMIN_PASSWORD)
-    cohorts = driver.find_element(By.ID, "cohorts").text
-    assert "303" in cohorts and f"#{demo.changed_run_id}" in cohorts and "성공" in cohorts
-    assert "미해결 high 알림" in driver.find_element(By.CSS_SELECTOR, ".banner").text  # the dead letters' alert
+    for text in ("303", f"#{demo.changed_run_id}", "성공"):  # the page refreshes itself: read through waits
+        wait(driver).until(ec.text_to_be_present_in_element((By.ID, "cohorts"), text))
+    wait(driver).until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".banner"), "미해결 high 알림"))
     shoot(driver, screenshots, "overview")
     shoot(driver, screenshots, "overview-phone", width=390)
 
-    driver.find_element(By.CSS_SELECTOR, f"#cohorts a[href='/ops/runs/{demo.changed_run_id}']").click()
+    click(driver, (By.CSS_SELECTOR, f"#cohorts a[href='/ops/runs/{demo.changed_run_id}']"))
     wait(driver).until(ec.url_contains(f"/ops/runs/{demo.changed_run_id}"))
     assert "수강 상태 변경" in driver.page_source
     drawn = "return Chart.getChart('chart-records') ? Chart.getChart('chart-records').data.labels.length : 0"
@@ -79,7 +93,7 @@ def test_an_operator_logs_in_reads_the_demo_run_and_acts(
     driver.get(demo.base_url + "/ops/alerts")
     shoot(driver, screenshots, "alerts")
     driver.find_element(By.CSS_SELECTOR, f"#alerts a[href='/ops/alerts/{dead_letter['id']}']").click()
-    click_and_confirm(driver, wait(driver).until(ec.element_to_be_clickable((By.ID, "resolve"))))
+    click_and_confirm(driver, (By.ID, "resolve"))
     wait(driver).until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".notice"), "해결 처리했습니다"))
     shoot(driver, screenshots, "alert")
     resolved = pg.execute("select resolved, resolved_by from alert where id = %s", (dead_letter["id"],)).fetchone()
@@ -88,23 +102,25 @@ def test_an_operator_logs_in_reads_the_demo_run_and_acts(
     dead = pg.execute("select max(id) as id from sheet_outbox where status = 'DEAD'").fetchone()
     assert dead is not None and dead["id"] is not None
     driver.get(demo.base_url + "/ops/queues")
-    driver.find_element(By.ID, f"requeue-sheet-{dead['id']}").click()
+    click(driver, (By.ID, f"requeue-sheet-{dead['id']}"))
     wait(driver).until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".notice"), "다시 대기열에"))
     shoot(driver, screenshots, "queues")
     requeued = pg.execute("select status, attempts from sheet_outbox where id = %s", (dead["id"],)).fetchone()
     assert requeued == {"status": "PENDING", "attempts": 0}
 
     driver.get(demo.base_url + "/ops")
-    run_now = driver.find_element(By.CSS_SELECTOR, "form[action='/ops/cohorts/303/run'] button")
-    click_and_confirm(driver, run_now)
+    click_and_confirm(driver, (By.CSS_SELECTOR, "form[action='/ops/cohorts/303/run'] button"))
     wait(driver).until(ec.url_contains("/ops/runs?category_id=303"))
     newest = (By.CSS_SELECTOR, f"#runs a[href='/ops/runs/{demo.changed_run_id + 1}']")
     wait(driver).until(ec.presence_of_element_located(newest))  # the list refreshes itself (htmx)
     row = (By.XPATH, f"//table[@id='runs']//a[@href='/ops/runs/{demo.changed_run_id + 1}']/ancestor::tr")
     wait(driver).until(ec.text_to_be_present_in_element(row, "성공"))
     shoot(driver, screenshots, "runs")
-    latest = pg.execute("select trigger_type, status from run_log order by id desc limit 1").fetchone()
-    assert latest == {"trigger_type": "MANUAL", "status": "SUCCESS"}
+    latest = pg.execute(
+        "select l.trigger_type, l.status, q.requested_by from run_log l join sync_request q on q.id = l.request_id"
+        " order by l.id desc limit 1"
+    ).fetchone()
+    assert latest == {"trigger_type": "MANUAL", "status": "SUCCESS", "requested_by": "console:김운영"}
 
     driver.get(demo.base_url + "/ops/audit")
     audit = driver.find_element(By.TAG_NAME, "table").text

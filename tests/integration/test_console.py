@@ -178,21 +178,38 @@ def test_the_api_token_requeues_a_dead_message_and_a_superseded_one_is_closed_in
     assert [r["actor"] for r in audit(pg) if r["action"] == "requeue_dead"] == ["api-token"] * 3
 
 
-def test_run_now_starts_a_sync_of_the_cohort(demo: Demo, pg: psycopg.Connection[Any]) -> None:
-    answer = httpx.post(f"{demo.base_url}/ops/cohorts/303/run", data={"trigger_type": "MANUAL"}, headers=demo.bearer())
-    assert answer.status_code == 200 and answer.json()["outcome"] == "OK"
+def test_run_now_queues_a_request_that_the_worker_runs(demo: Demo, pg: psycopg.Connection[Any]) -> None:
+    answer = httpx.post(f"{demo.base_url}/ops/cohorts/303/run", data={"trigger_type": "RETRY"}, headers=demo.bearer())
+    assert answer.status_code == 200 and answer.json()["notice"] == "run_queued", answer.text
+    request_id = answer.json()["detail"]["request_id"]
     run = wait_for(
         lambda: pg.execute(
-            "select id, status, trigger_type from run_log where id > %s and status <> 'RUNNING'", (demo.changed_run_id,)
+            "select status, trigger_type from run_log where request_id = %s and status <> 'RUNNING'", (request_id,)
         ).fetchone(),
-        what="the console's run to finish",
+        what="the console's request to be run",
     )
-    assert run["status"] == "SUCCESS" and run["trigger_type"] == "MANUAL"
+    assert run == {"status": "SUCCESS", "trigger_type": "RETRY"}
+    queued = pg.execute("select requested_by from sync_request where id = %s", (request_id,)).fetchone()
+    assert queued == {"requested_by": "console:api-token"}
     foreign = httpx.post(
         f"{demo.base_url}/ops/cohorts/303/run",
         headers={**demo.bearer(), "Origin": "http://evil.example"},
     )
     assert foreign.status_code == 403
+
+
+def test_run_now_on_an_api_only_process_leaves_the_request_to_another_worker(
+    database_url: str, simulator: Any, pg: psycopg.Connection[Any]
+) -> None:
+    with Worker(console_settings(database_url, simulator.base_url), database_url) as api_only:
+        answer = httpx.post(
+            f"{api_only.base_url}/ops/cohorts/303/run",
+            headers={"Authorization": f"Bearer {API_TOKEN}"},
+        )
+    assert answer.json()["notice"] == "run_queued_elsewhere"
+    queued = pg.execute("select category_id, trigger_type, status from sync_request").fetchall()
+    assert queued == [{"category_id": 303, "trigger_type": "MANUAL", "status": "PENDING"}]
+    assert pg.execute("select count(*) as n from run_log").fetchone() == {"n": 0}
 
 
 @pytest.mark.parametrize("token", [None, API_TOKEN])

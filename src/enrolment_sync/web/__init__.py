@@ -14,7 +14,7 @@ from .auth import COOKIE_PATH, ConsoleDisabled, Forbidden, Gate, NotSignedIn
 from .render import page, secure
 from .routes import router
 
-__all__ = ["install", "shutdown"]
+__all__ = ["install"]
 
 
 def _wants_json(request: Request) -> bool:
@@ -53,10 +53,3 @@ def install(app: FastAPI, settings: Settings, *, clock: Clock | None = None) -> 
         if _wants_json(request):
             return JSONResponse({"ok": False, "error": "the console is disabled: no console credential is set"}, 503)
         return page(request, "disabled.html", viewer=None, status_code=503)
-
-
-async def shutdown(app: FastAPI) -> None:
-    """Let syncs started from the console finish before the database pool closes."""
-    actions = getattr(app.state, "ops_actions", None)
-    if actions is not None:
-        await actions.wait_background()

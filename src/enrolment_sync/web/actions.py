@@ -3,17 +3,16 @@ transaction as the change it makes; a refused one is recorded too (the refusal i
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
 from ..clock import Clock
-from ..job import SyncJob
-from ..scheduler.store import ScheduleNotFound, pause_schedule, resume_schedule
+from ..scheduler.store import ScheduleNotFound, create_request, pause_schedule, resume_schedule
 from ..store import alerts
-from ..sync import SyncRequest
+from ..sync import TriggerType
 from .auth import Viewer
 from .store import AuditEntry, ConsoleStore
 
@@ -35,12 +34,10 @@ class Outcome:
 
 
 class Actions:
-    def __init__(self, store: ConsoleStore, *, runner: SyncJob | None, clock: Clock) -> None:
+    def __init__(self, store: ConsoleStore, *, clock: Clock) -> None:
         self.store = store
         self.database = store.database
-        self.runner = runner
         self.clock = clock
-        self._background: set[asyncio.Task[Any]] = set()
 
     def _entry(self, viewer: Viewer, action: str, target: str, result: Outcome, remote: str | None) -> AuditEntry:
         return AuditEntry(viewer.name, str(viewer.role), action, target, result.outcome, result.detail, remote)
@@ -96,23 +93,25 @@ class Actions:
         log.info("console changed a schedule", actor=viewer.name, schedule_id=schedule_id, outcome=result.outcome)
         return result
 
-    async def run_now(self, viewer: Viewer, category_id: int, trigger_type: str, remote: str | None) -> Outcome:
-        """Start a sync of the cohort in this process; its run appears in run_log at once as RUNNING."""
-        target = f"category:{category_id}"
-        if self.runner is None:
-            result = Outcome("FAILED", "no_runner", {"reason": "this process runs no syncs"})
-        else:
-            request = SyncRequest(category_id=category_id, trigger_type=trigger_type)  # type: ignore[arg-type]
-            task = asyncio.create_task(self.runner.execute(request))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-            result = Outcome("OK", "run_started", {"trigger_type": trigger_type})
+    async def run_now(
+        self,
+        viewer: Viewer,
+        category_id: int,
+        trigger_type: TriggerType,
+        remote: str | None,
+        *,
+        wake: Callable[[], None] | None,
+    ) -> Outcome:
+        """Queue a sync request for the cohort (one already waiting with the same parameters absorbs it). A
+        process running requests takes it: this one when `wake` is given, else another `serve`."""
         async with self.database.transaction() as conn:
-            await self.store.record(conn, self._entry(viewer, "run_now", target, result, remote))
-        log.info("console started a run", actor=viewer.name, category_id=category_id, outcome=result.outcome)
+            request_id = await create_request(
+                conn, category_id=category_id, trigger_type=trigger_type, requested_by=f"console:{viewer.name}"
+            )
+            notice = "run_queued" if wake is not None else "run_queued_elsewhere"
+            result = Outcome("OK", notice, {"trigger_type": trigger_type, "request_id": request_id})
+            await self.store.record(conn, self._entry(viewer, "run_now", f"category:{category_id}", result, remote))
+        if wake is not None:
+            wake()
+        log.info("console queued a sync", actor=viewer.name, category_id=category_id, request_id=request_id)
         return result
-
-    async def wait_background(self) -> None:
-        """Let syncs started from the console finish (the app is shutting down)."""
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)

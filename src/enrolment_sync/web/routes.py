@@ -33,7 +33,7 @@ def _store(request: Request) -> ConsoleStore:
 def _actions(request: Request) -> Actions:
     state = request.app.state
     if getattr(state, "ops_actions", None) is None:
-        state.ops_actions = Actions(ConsoleStore(state.db), runner=getattr(state, "job", None), clock=state.ops_clock)
+        state.ops_actions = Actions(ConsoleStore(state.db), clock=state.ops_clock)
     actions: Actions = state.ops_actions
     return actions
 
@@ -272,5 +272,7 @@ async def run_now(
     if category_id <= 0 or trigger_type not in ("MANUAL", "RETRY"):
         raise HTTPException(422, "category_id 는 양의 정수, trigger_type 은 MANUAL 또는 RETRY 여야 합니다")
     await _allowed(request, who, csrf_token, "run_now", f"category:{category_id}")
-    result = await _actions(request).run_now(who, category_id, trigger_type, _remote(request))
+    unattended = getattr(request.app.state, "unattended", None)
+    wake = unattended.wake_runner if unattended is not None else None
+    result = await _actions(request).run_now(who, category_id, trigger_type, _remote(request), wake=wake)  # type: ignore[arg-type]
     return _answer(who, result, f"{COOKIE_PATH}/runs?{urlencode({'category_id': category_id})}")
