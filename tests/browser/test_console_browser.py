@@ -126,7 +126,16 @@ def test_an_operator_logs_in_reads_the_demo_run_and_acts(
     audit = driver.find_element(By.TAG_NAME, "table").text
     assert "resolve_alert" in audit and "requeue_dead" in audit and "run_now" in audit
     shoot(driver, screenshots, "audit")
+    schedule = pg.execute(
+        "insert into sync_schedule (category_id, cron_expr) values (303, '0 9 * * 1-5') returning id"
+    ).fetchone()
+    assert schedule is not None
     driver.get(demo.base_url + "/ops/schedules")
+    click(driver, (By.ID, f"pause-{schedule['id']}"))
+    wait(driver).until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".notice"), "일시 중지했습니다"))
+    assert pg.execute("select enabled from sync_schedule where id = %s", (schedule["id"],)).fetchone() == {
+        "enabled": False
+    }
     shoot(driver, screenshots, "schedules")
 
 
