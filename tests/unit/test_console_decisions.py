@@ -192,3 +192,16 @@ def test_console_passwords_that_cannot_work_are_refused_by_name(values: dict[str
     with pytest.raises(ValidationError, match=problem) as caught:
         Settings(_env_file=None, **values)  # type: ignore[call-arg]
     assert "same-password" not in str(caught.value) and "short" not in str(caught.value).replace("at least", "")
+
+
+def test_every_alert_type_the_schema_allows_has_a_korean_label_and_a_filter() -> None:
+    from importlib import resources
+
+    migrations = resources.files("enrolment_sync").joinpath("sql/migrations")
+    latest = ""
+    for entry in sorted(migrations.iterdir(), key=lambda e: e.name):
+        text = entry.read_text("utf-8")
+        if "alert_type in (" in text:
+            latest = text.split("alert_type in (", 1)[1].split(")", 1)[0]
+    allowed = {t.strip().strip("'") for t in latest.split(",")}
+    assert allowed == set(present.ALERT_TYPES) == set(present.ALERT_TYPE_KO)
