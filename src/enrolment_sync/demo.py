@@ -26,7 +26,7 @@ from rich.table import Table
 
 from . import db
 from .config import Settings
-from .outbox.sheets import read_local_sheet
+from .outbox.workbook import read_local_sheet
 from .outbox.worker import build, run_consumers
 
 DEMO_DATABASE = "enrolment_sync_demo"

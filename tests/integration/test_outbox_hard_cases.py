@@ -26,7 +26,7 @@ from enrolment_sync.cli import app
 from enrolment_sync.clock import ManualClock
 from enrolment_sync.outbox.channels import redacted
 from enrolment_sync.outbox.policy import SHEET_COLUMNS
-from enrolment_sync.outbox.sheets import read_local_sheet
+from enrolment_sync.outbox.workbook import read_local_sheet
 from enrolment_sync.outbox.worker import build, run_consumers
 from enrolment_sync.testing.fake_sheets import RunningFakeSheets
 from enrolment_sync.testing.servers import JsonReceiver

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 
 from enrolment_sync.outbox.policy import SHEET_COLUMNS
-from enrolment_sync.outbox.sheets import read_local_sheet
+from enrolment_sync.outbox.workbook import read_local_sheet
 from enrolment_sync.outbox.worker import build, run_consumers
 from enrolment_sync.testing.fake_sheets import RunningFakeSheets
 from tests.outbox_fixtures import (
