@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from importlib import resources
 from pathlib import Path
@@ -14,7 +13,9 @@ import pytest
 from enrolment_sync.demo import ops_query
 from tests.conftest import Worker
 
-SEEDS = Path(__file__).resolve().parents[3] / "shared" / "seeds"
+REPOSITORY = Path(__file__).resolve().parents[2]
+SEEDS = REPOSITORY / "tests" / "seeds"  # the user's seed documents, verbatim (tests/seeds/README.md)
+SHARED_SEEDS = REPOSITORY.parent.parent / "shared" / "seeds"  # where they came from, beside the authors' checkouts
 OPS = ["3-1", "3-2", "3-3", "3-4", "3-5", "3-6", "3-7", "4-1", "4-2", "4-3", "4-4"]
 
 
@@ -26,9 +27,18 @@ def _seed_queries() -> dict[str, str]:
     return found
 
 
-@pytest.mark.skipif(
-    not SEEDS.is_dir() and not os.environ.get("CI"), reason="../shared/seeds is not beside this checkout"
-)
+def test_seeds_ship_with_the_repository() -> None:
+    assert SEEDS.is_dir() and SEEDS.is_relative_to(REPOSITORY)
+    assert sorted(_seed_queries()) == OPS
+
+
+def test_shipped_seeds_equal_the_originals_when_present() -> None:
+    if not SHARED_SEEDS.is_dir():
+        pytest.skip("the shared seed folder is not beside this checkout (a clean clone): tests/seeds is the copy")
+    originals = {p.name: p.read_bytes() for p in SHARED_SEEDS.glob("*.txt")}
+    assert {p.name: p.read_bytes() for p in SEEDS.glob("*.txt")} == originals
+
+
 def test_project_copies_are_verbatim() -> None:
     seeds = _seed_queries()
     assert sorted(seeds) == OPS
