@@ -46,7 +46,7 @@ class SyncJobBody(BaseModel):
         },
     )
 
-    category_id: int = Field(gt=0, strict=True, description="The category (기수) to sync. Required.")
+    category_id: int = Field(gt=0, le=db.BIGINT_MAX, strict=True, description="The category (기수) to sync. Required.")
     trigger_type: Literal["MANUAL", "SCHEDULER", "RETRY"] = "MANUAL"
     max_categories: int = Field(default=1, ge=1, le=100, strict=True)
     max_users_per_course: int = Field(default=500, ge=1, le=100_000, strict=True)

@@ -104,10 +104,10 @@ def migrate() -> None:
 
 @app.command()
 def sync(
-    category_id: Annotated[int, typer.Option(min=1, help="The category (기수) to sync.")],
+    category_id: Annotated[int, typer.Option(min=1, max=db.BIGINT_MAX, help="The category (기수) to sync.")],
     trigger_type: Annotated[str, typer.Option(help="MANUAL | SCHEDULER | RETRY")] = "MANUAL",
-    max_categories: Annotated[int, typer.Option(min=1)] = 1,
-    max_users_per_course: Annotated[int, typer.Option(min=1)] = 500,
+    max_categories: Annotated[int, typer.Option(min=1, max=100)] = 1,
+    max_users_per_course: Annotated[int, typer.Option(min=1, max=100_000)] = 500,
 ) -> None:
     """Run the sync once from a terminal (same lease, same run_log); prints the summary JSON."""
     from .api import answer_body

@@ -27,6 +27,7 @@ set_json_dumps(lambda obj: orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS))
 set_json_loads(orjson.loads)
 
 SUPABASE_TRANSACTION_POOLER_PORT = 6543
+BIGINT_MAX = 2**63 - 1  # ids the API and CLI accept must fit the bigint columns they are stored in
 _QUERY_HEADER = re.compile(r"^-- ([a-z_][a-z0-9_]*) --\s*$", re.MULTILINE)
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 

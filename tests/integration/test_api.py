@@ -21,6 +21,10 @@ from tests.conftest import Worker, make_settings
         ({"category_id": 303, "trigger_type": "CRON"}, "trigger_type"),
         ({"category_id": 303, "max_categories": 0}, "max_categories"),
         ({"category_id": 303, "max_users_per_course": 0}, "max_users_per_course"),
+        ({"category_id": 2**63}, "category_id"),  # one past bigint: was a text/plain 500
+        ({"category_id": 10**30}, "category_id"),
+        ({"category_id": 303, "max_categories": 2**63}, "max_categories"),
+        ({"category_id": 303, "max_users_per_course": 2**64}, "max_users_per_course"),
         ({"category_id": 303, "colour": "blue"}, "colour"),
     ],
 )
