@@ -9,10 +9,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from rich.text import Text
 
 from . import db
 from .errors import EnrolmentSyncError
@@ -22,6 +20,7 @@ from .outbox.cli import outbox_app
 from .outbox.notify_cli import notify_app
 from .runtime import command_settings, prepare_database, run_coroutine
 from .schedule_cli import schedule_app
+from .terminal import plain_console, print_error
 
 app = typer.Typer(
     help="Mirror KVCA enrolments into Postgres, with alerts and outbox workers.",
@@ -38,13 +37,13 @@ app.command("history")(history_command)
 app.command("report")(report_command)
 app.command("export")(export_command)
 
-console = Console()
-err_console = Console(stderr=True)
+console = plain_console()
+err_console = plain_console(stderr=True)
 
 
 def _fail(exc: BaseException, code: int = 1) -> typer.Exit:
     # upstream and database texts are data, not markup; piped output is never cut to the terminal width
-    err_console.print(Text.assemble(("error: ", "red"), str(exc)), soft_wrap=True)
+    print_error(err_console, exc)
     return typer.Exit(code)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import platformdirs
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
@@ -150,6 +150,19 @@ class Settings(BaseSettings):
         from .scheduler.slots import parse_durations_s
 
         return parse_durations_s(self.retry_delays)
+
+
+def explain_settings_error(exc: ValidationError) -> list[str]:
+    """One line per problem: the variable's name and what is wrong, never the value (it may be a secret).
+
+    Built from the error's parts rather than its text, so no pydantic version can put the input back in.
+    """
+    lines = []
+    for err in exc.errors(include_input=False, include_url=False):
+        name = ".".join(str(part) for part in err["loc"]).upper()
+        what = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{name}: {what}" if name else what)
+    return lines
 
 
 @lru_cache(maxsize=1)

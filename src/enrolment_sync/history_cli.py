@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 import psycopg
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from . import db
@@ -22,9 +21,10 @@ from .errors import EnrolmentSyncError
 from .history import CHANGE_KO, kst_text, timeline
 from .reports import MISSING, STATUSES, daily_counts, export, first_change, kst_day, report_range
 from .runtime import command_settings, prepare_database
+from .terminal import plain_console, print_error
 
-console = Console()
-err_console = Console(stderr=True)
+console = plain_console()
+err_console = plain_console(stderr=True)
 
 CategoryOption = Annotated[int, typer.Option("--category-id", min=1, help="The category (기수).")]
 
@@ -37,10 +37,10 @@ def _connection() -> Iterator[psycopg.Connection[Any]]:
         with psycopg.connect(target.conninfo, **target.connect_kwargs()) as conn:
             yield conn
     except EnrolmentSyncError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        print_error(err_console, exc)
         raise typer.Exit(1) from exc
     except psycopg.Error as exc:
-        err_console.print(f"[red]error:[/red] database: {exc}", highlight=False)
+        print_error(err_console, f"database: {exc}")
         raise typer.Exit(1) from exc
 
 
@@ -91,7 +91,7 @@ def report_command(
             )
             days = daily_counts(conn, category_id, first, last)
         except EnrolmentSyncError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            print_error(err_console, exc)
             raise typer.Exit(2) from exc
     headers = ["날짜 (KST)", *(f"{STATUS_KO[s]}" for s in STATUSES), "목록에서 빠짐", "합계 (목록)"]
     table = Table(*headers, title=f"기수 {category_id}: 날짜별 수강 상태 (그날 24시 기준)")
@@ -107,11 +107,11 @@ def export_command(
 ) -> None:
     """A category's current records as .xlsx or .csv (Korean headers; csv in UTF-8 with BOM for Excel)."""
     if fmt not in ("xlsx", "csv"):
-        err_console.print(f"[red]error:[/red] --format must be xlsx or csv, not {fmt!r}", highlight=False)
+        print_error(err_console, f"--format must be xlsx or csv, not {fmt!r}")
         raise typer.Exit(2)
     folder = output.resolve().parent
     if not folder.is_dir():
-        err_console.print(f"[red]error:[/red] --output: no such folder {folder}", highlight=False)
+        print_error(err_console, f"--output: no such folder {folder}")
         raise typer.Exit(2)
     # written beside the target and moved over it at the end: a failed export never leaves half a file
     handle, partial = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".partial", dir=folder)

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from . import db
 from .errors import DatabaseError, EnrolmentSyncError
+from .terminal import plain_console, print_error
 
 OLD_KEY = re.compile(r"^[^:]+:[^:]+$")  # mirrors the `~ '^[^:]+:[^:]+$'` of sql/keys.sql
 # A record left untouched for want of a course (it cannot be re-keyed at all) ...
@@ -158,8 +159,8 @@ def migrate_keys_command(
     """Re-key records stored under the old termId:userId key to termId:courseId:userId (idempotent)."""
     from .runtime import command_settings, prepare_database
 
-    console = Console()
-    err_console = Console(stderr=True)
+    console = plain_console()
+    err_console = plain_console(stderr=True)
     settings = command_settings()
     try:
         target = db.parse_target(prepare_database(settings))
@@ -169,7 +170,7 @@ def migrate_keys_command(
         except psycopg.Error as exc:
             raise DatabaseError(f"cannot connect to the database: {exc}") from exc
     except EnrolmentSyncError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(err_console, exc)
         raise typer.Exit(1) from exc
     if as_json:
         console.print_json(json.dumps(report.as_dict(), ensure_ascii=False))

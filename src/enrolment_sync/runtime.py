@@ -60,17 +60,22 @@ def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def command_settings() -> Settings:
-    """Settings for a command: a bad value is shown plainly (pydantic names the setting), exit code 2."""
+    """Settings for a command: each bad value is named with what is wrong (never the value itself), exit code 2."""
     import typer
-    from rich.console import Console
+    from pydantic import ValidationError
 
-    from .config import get_settings
+    from .config import explain_settings_error, get_settings
+    from .terminal import plain_console, print_error
 
     try:
         settings = get_settings()
+    except ValidationError as exc:
+        for line in explain_settings_error(exc):
+            print_error(plain_console(stderr=True), line, label="configuration error")
+        raise typer.Exit(2) from None  # no chained traceback: it would carry the input values
     except Exception as exc:
-        Console(stderr=True).print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        print_error(plain_console(stderr=True), f"{type(exc).__name__}: {exc}", label="configuration error")
+        raise typer.Exit(2) from None
     configure_logging(settings.log_level)
     redact.register_settings(settings)
     return settings

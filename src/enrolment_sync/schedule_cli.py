@@ -8,7 +8,6 @@ from typing import Annotated, Any, TypeVar
 
 import psycopg
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from . import db
@@ -16,14 +15,15 @@ from .errors import EnrolmentSyncError
 from .runtime import command_settings, prepare_database, run_coroutine
 from .scheduler import store
 from .scheduler.slots import DEFAULT_TIMEZONE, kst, parse_duration_s
+from .terminal import plain_console, print_error
 
 T = TypeVar("T")
 
 schedule_app = typer.Typer(
     help="Schedules kept in the database; `serve` fires each slot once and runs the request.", no_args_is_help=True
 )
-console = Console()
-err_console = Console(stderr=True)
+console = plain_console()
+err_console = plain_console(stderr=True)
 
 
 def _in_transaction(work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
@@ -41,7 +41,7 @@ def _in_transaction(work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]
     try:
         return run_coroutine(go())
     except (EnrolmentSyncError, store.ScheduleNotFound) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(err_console, exc)
         raise typer.Exit(1) from exc
 
 
@@ -58,10 +58,10 @@ def add(
     try:
         every_s = parse_duration_s(every) if every is not None else None
     except EnrolmentSyncError as exc:
-        err_console.print(f"[red]error:[/red] --every: {exc}")
+        print_error(err_console, f"--every: {exc}")
         raise typer.Exit(2) from exc
     if (cron is None) == (every_s is None):
-        err_console.print("[red]error:[/red] give either --cron EXPR or --every DURATION")
+        print_error(err_console, "give either --cron EXPR or --every DURATION")
         raise typer.Exit(2)
     schedule_id = _in_transaction(
         lambda conn: store.add_schedule(

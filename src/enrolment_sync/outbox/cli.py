@@ -10,20 +10,20 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from ..clock import to_kst
 from ..errors import EnrolmentSyncError
 from ..runtime import command_settings, prepare_database
+from ..terminal import plain_console, print_error
 from ..worker_id import new_worker_id
 from .store import OutboxStore
 from .worker import Only, build, run_consumers
 
 outbox_app = typer.Typer(help="Outbox consumers: sheet and notifications.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
+console = plain_console()
+err_console = plain_console(stderr=True)
 PIPED_WIDTH = 100_000  # no cut when not on a terminal; a table is only as wide as its content
 TERMINAL_ERROR_CHARS = 300  # on a terminal; piped output and --json carry the whole error
 
@@ -47,7 +47,7 @@ def run_command(
 ) -> None:
     """Run the consumers (any number of processes and hosts may run against one database)."""
     if only not in (None, "sheet", "notify"):
-        err_console.print(f"[red]error:[/red] --only must be sheet or notify, not {only!r}")
+        print_error(err_console, f"--only must be sheet or notify, not {only!r}")
         raise typer.Exit(2)
     settings = command_settings()
     stop = threading.Event()
@@ -57,12 +57,12 @@ def run_command(
         which: Only | None = only  # type: ignore[assignment]
         consumers = build(settings, url, only=which, batch=batch, stop=stop)
     except EnrolmentSyncError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(err_console, exc)
         raise typer.Exit(1) from exc
     try:
         counters = run_consumers(consumers, settings, once=once, stop=stop)
     except EnrolmentSyncError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(err_console, exc)
         raise typer.Exit(1) from exc
     finally:
         consumers.close()
@@ -91,13 +91,13 @@ def status_command(
         finally:
             store.close()
     except EnrolmentSyncError as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
+        print_error(err_console, exc)
         raise typer.Exit(1) from exc
     if as_json:
         print(json.dumps(status_json(queues, dead_rows), ensure_ascii=False, indent=2))
         return
     # Piped or redirected, Rich would cut every value to 80 columns: a script or a file gets whole values.
-    out = console if console.is_terminal else Console(width=PIPED_WIDTH, soft_wrap=True)
+    out = console if console.is_terminal else Console(width=PIPED_WIDTH, soft_wrap=True, markup=False)
     table = Table("queue", "pending", "processing", "ready", "dead", "oldest open (s)", "max attempts", title="outbox")
     for r in queues:
         table.add_row(

@@ -7,11 +7,12 @@ from typing import Annotated
 
 import apprise
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import ConfigError
 from ..runtime import command_settings
+from ..terminal import plain_console, print_error
 from .channels import AppriseChannels, redacted
 from .messages import TITLE_PREFIX, Message
 from .policy import split_urls
@@ -19,8 +20,8 @@ from .policy import split_urls
 KST = dt.timezone(dt.timedelta(hours=9), "KST")
 
 notify_app = typer.Typer(help="Notification channels: send a test message.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
+console = plain_console()
+err_console = plain_console(stderr=True)
 
 
 def trial_message(now: dt.datetime) -> Message:
@@ -48,12 +49,12 @@ def test_command(
     settings = command_settings()
     urls = list(dict.fromkeys(url or split_urls(settings.notify_urls) + split_urls(settings.notify_urls_high)))
     if not urls:
-        err_console.print("[red]error:[/red] no channel: set NOTIFY_URLS / NOTIFY_URLS_HIGH or pass --url")
+        print_error(err_console, "no channel: set NOTIFY_URLS / NOTIFY_URLS_HIGH or pass --url")
         raise typer.Exit(2)
     try:
         channels = AppriseChannels(urls)
     except ConfigError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(err_console, exc)
         raise typer.Exit(2) from exc
     message = trial_message(dt.datetime.now(dt.UTC))
     table = Table("channel", "outcome")
@@ -61,7 +62,7 @@ def test_command(
     for one in urls:
         ok = channels.send(one, message)
         failed += not ok
-        table.add_row(channel_label(one), "[green]전송됨[/green]" if ok else "[red]실패[/red]")
+        table.add_row(channel_label(one), Text("전송됨", style="green") if ok else Text("실패", style="red"))
     console.print(table)
     if failed:
         err_console.print(f"{failed}/{len(urls)} channel(s) failed; the log above says why")
