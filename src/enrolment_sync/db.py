@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import warnings
 from collections.abc import AsyncIterator, Callable
@@ -9,6 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -110,41 +112,92 @@ def query(name: str) -> str:
         raise KeyError(f"no query named {name!r} in sql/queries.sql") from None
 
 
-def migration_files() -> list[tuple[str, str]]:
-    folder = resources.files("enrolment_sync").joinpath("sql/migrations")
-    found = []
-    for entry in folder.iterdir():
-        if _MIGRATION_NAME.match(entry.name):
-            found.append((entry.name.removesuffix(".sql"), entry.read_text("utf-8")))
-    return sorted(found)
+MigrationFolder = Path | Traversable
+
+
+def _migrations_folder() -> Traversable:
+    return resources.files("enrolment_sync").joinpath("sql/migrations")
+
+
+def migration_checksum(sql: str) -> str:
+    """sha256 of a migration's text; line endings normalised, so a Windows checkout (CRLF) gives the same sum."""
+    return hashlib.sha256(sql.replace("\r\n", "\n").encode("utf-8")).hexdigest()
+
+
+def migration_files(folder: MigrationFolder | None = None) -> list[tuple[str, str]]:
+    """(name, sql) of every migration, in order. A file named otherwise than NNNN_words.sql, or a number used
+    twice, is refused: it would be skipped (or applied in an order nobody chose) without a word."""
+    found: dict[str, tuple[str, str]] = {}
+    for entry in (folder or _migrations_folder()).iterdir():
+        if entry.name.startswith((".", "__")):  # editor and interpreter droppings
+            continue
+        named = _MIGRATION_NAME.match(entry.name)
+        if named is None:
+            raise ConfigError(
+                f"migrations folder: {entry.name!r} is not a migration file name (NNNN_lowercase_words.sql);"
+                " rename or remove it"
+            )
+        number = named.group(1)
+        if number in found:
+            raise ConfigError(f"migrations folder: {entry.name} and {found[number][0]}.sql share the number {number}")
+        found[number] = (entry.name.removesuffix(".sql"), entry.read_text("utf-8"))
+    return [found[number] for number in sorted(found)]
 
 
 MIGRATION_LOCK_KEY = 0x656E726F6C  # "enrol": serialises concurrent migrators (transaction-scoped)
 
 
-def migrate(target: ConnectionTarget, *, notices: Callable[[str], None] | None = None) -> list[str]:
+def _prepare_bookkeeping(conn: psycopg.Connection[Any], files: list[tuple[str, str]]) -> None:
+    """Under the lock: create (or complete) schema_migration, fill missing checksums, refuse edited migrations."""
+    with conn.transaction():
+        conn.execute(query("migrate_lock"), {"key": MIGRATION_LOCK_KEY})
+        conn.execute(query("migrate_create_table"))
+        state = conn.execute(query("migrate_table_state")).fetchone()
+        assert state is not None
+        if not state[0]:
+            conn.execute(query("migrate_add_checksum"))
+        if not state[1]:
+            conn.execute(query("migrate_enable_rls"))
+        sums = {name: migration_checksum(sql) for name, sql in files}
+        for name, recorded in conn.execute(query("migrate_applied")).fetchall():
+            if name not in sums:
+                continue  # applied by a newer version of the worker: not ours to judge
+            if recorded is None:
+                conn.execute(query("migrate_record_checksum"), {"name": name, "checksum": sums[name]})
+            elif recorded != sums[name]:
+                raise ConfigError(
+                    f"migration {name}.sql was changed after it was applied to this database (checksum"
+                    f" {recorded[:12]}… recorded, {sums[name][:12]}… now): migrations are forward-only; restore"
+                    " the file and put the change in a new migration"
+                )
+
+
+def migrate(
+    target: ConnectionTarget,
+    *,
+    notices: Callable[[str], None] | None = None,
+    folder: MigrationFolder | None = None,
+) -> list[str]:
     """Apply every pending migration, each in its own transaction; return the names applied.
 
     `notices` receives what a migration reports with RAISE NOTICE (e.g. how many rows a backfill created).
+    Everything, schema_migration itself included, happens under one advisory lock per transaction.
     """
+    files = migration_files(folder)
     applied_now: list[str] = []
     try:
         with psycopg.connect(target.conninfo, **target.connect_kwargs()) as conn:
-            conn.execute(
-                "create table if not exists schema_migration ("
-                " name text primary key, applied_at timestamptz not null default now())"
-            )
-            conn.execute("alter table schema_migration enable row level security")
+            _prepare_bookkeeping(conn, files)
             if notices is not None:  # from here on: only what the migrations themselves report
                 conn.add_notice_handler(lambda diag: notices(diag.message_primary or ""))
-            for name, sql in migration_files():
+            for name, sql in files:
                 with conn.transaction():
-                    conn.execute("select pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
-                    done = conn.execute("select 1 from schema_migration where name = %s", (name,)).fetchone()
+                    conn.execute(query("migrate_lock"), {"key": MIGRATION_LOCK_KEY})
+                    done = conn.execute(query("migrate_is_applied"), {"name": name}).fetchone()
                     if done:
                         continue
                     conn.execute(sql.encode())  # bytes: a multi-statement script, sent as one simple query
-                    conn.execute("insert into schema_migration (name) values (%s)", (name,))
+                    conn.execute(query("migrate_record"), {"name": name, "checksum": migration_checksum(sql)})
                     applied_now.append(name)
     except psycopg.Error as exc:
         raise DatabaseError(f"migration failed: {exc}") from exc
