@@ -51,12 +51,11 @@ async def check_staleness(
     """Raise STALE alerts (once per cooldown) and return the stale categories (`skip_categories` aside)."""
     now = clock.now()
     async with database.transaction() as conn:
-        seen = await runs.categories_seen(conn, job_name)
+        seen = await runs.category_history(conn, job_name, category_id)
         stale = [
             c
             for c in seen
-            if (category_id is None or c.category_id == category_id)
-            and c.category_id not in skip_categories
+            if c.category_id not in skip_categories
             and is_stale(c.last_success_at, c.first_started_at, now, settings.stale_after_hours)
         ]
         specs = [stale_alert(job_name, c.category_id, c.last_success_at, settings.stale_after_hours) for c in stale]

@@ -80,14 +80,40 @@ update run_log
 set status = 'FAILED', error_group = 'UNKNOWN', error_message = %(error_message)s,
     created_alerts = created_alerts + %(created_alerts)s, finished_at = %(now)s, updated_at = %(now)s
 where id = %(run_id)s and status = 'RUNNING';
--- run_categories_seen --
--- Every category this job ever ran for, with its last success (staleness check).
-select category_id, max(finished_at) filter (where status = 'SUCCESS') as last_success_at,
-       min(started_at) as first_started_at
-from run_log
-where job_name = %(job_name)s and category_id is not null
-group by category_id
-order by category_id;
+-- run_category_history --
+-- One category's last success and first attempt (staleness): two index probes, never a scan of run_log.
+select %(category_id)s::bigint as category_id,
+       (select finished_at from run_log
+        where job_name = %(job_name)s and category_id = %(category_id)s and status = 'SUCCESS'
+        order by finished_at desc limit 1) as last_success_at,
+       (select started_at from run_log
+        where job_name = %(job_name)s and category_id = %(category_id)s
+        order by started_at limit 1) as first_started_at;
+
+-- run_categories_history --
+-- Every category the job ever ran for, with its last success and first attempt: a skip scan over the
+-- (job_name, category_id, started_at) index, one probe per category, instead of grouping every run.
+with recursive seen as (
+    (select category_id from run_log
+     where job_name = %(job_name)s and category_id is not null
+     order by category_id limit 1)
+    union all
+    select (select r.category_id from run_log r
+            where r.job_name = %(job_name)s and r.category_id > seen.category_id
+            order by r.category_id limit 1)
+    from seen
+    where seen.category_id is not null
+)
+select seen.category_id,
+       (select finished_at from run_log
+        where job_name = %(job_name)s and category_id = seen.category_id and status = 'SUCCESS'
+        order by finished_at desc limit 1) as last_success_at,
+       (select started_at from run_log
+        where job_name = %(job_name)s and category_id = seen.category_id
+        order by started_at limit 1) as first_started_at
+from seen
+where seen.category_id is not null
+order by seen.category_id;
 
 -- records_of_course --
 -- What the diff needs of the records stored for one course: hash, missing mark, alert fields as written.

@@ -161,7 +161,16 @@ async def close_abandoned(
     await db.execute(conn, "run_close_abandoned", params)
 
 
-async def categories_seen(conn: psycopg.AsyncConnection[Any], job_name: str) -> list[CategoryHistory]:
-    """Every category the job ever ran for, with its last success and first attempt (staleness)."""
-    rows = await db.fetch_all(conn, "run_categories_seen", {"job_name": job_name})
+async def category_history(
+    conn: psycopg.AsyncConnection[Any], job_name: str, category_id: int | None = None
+) -> list[CategoryHistory]:
+    """The last success and first attempt of one category (or of every category the job ever ran for).
+
+    Index probes per category (run_log grows by a row per request; the check runs before each one).
+    """
+    if category_id is not None:
+        rows = await db.fetch_all(conn, "run_category_history", {"job_name": job_name, "category_id": category_id})
+        rows = [r for r in rows if r["first_started_at"] is not None]
+    else:
+        rows = await db.fetch_all(conn, "run_categories_history", {"job_name": job_name})
     return [CategoryHistory(r["category_id"], r["last_success_at"], r["first_started_at"]) for r in rows]
