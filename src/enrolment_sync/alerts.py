@@ -59,14 +59,21 @@ def changed_alert(record: Incoming, before: Stored, *, run_id: int, course_name:
     return AlertSpec("enrolment_status", record.source_id, severity, message, detail)
 
 
-def failed_alert(job_name: str, failure: Classified, *, run_id: int) -> AlertSpec:
-    """Step 2 §3: source_type run_log, source_id <job_name>:<error_group>, detail with the four keys."""
+def failed_alert(job_name: str, failure: Classified, *, run_id: int, category_id: int | None) -> AlertSpec:
+    """Step 2 §3: source_type run_log, source_id <job_name>:<error_group>, detail with the four keys.
+
+    `failing_categories`: the categories whose failures the alert counts (repeats add theirs); a success of
+    each is needed before it is resolved, so one cohort's success never hides another's failure.
+    """
     message = f"동기화 실패 [{failure.group}] {job_name} run {run_id}: {failure.message[:300]}"
-    detail = {
+    detail: dict[str, Any] = {
         "error_group": str(failure.group),
         "http_status_code": failure.http_status_code,
         "run_id": run_id,
         "error_message": failure.message,
         "job_name": job_name,
+        "category_id": category_id,
     }
+    if category_id is not None:
+        detail["failing_categories"] = [category_id]
     return AlertSpec("run_log", f"{job_name}:{failure.group}", failure.severity, message, detail)

@@ -9,13 +9,16 @@ from typing import Any, Literal
 
 import structlog
 from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import db, web
 from .clock import Clock
 from .config import Settings
+from .errors import EnrolmentSyncError
 from .failures import HTTP_STATUS_BY_GROUP
 from .job import JobOutcome, SyncJob
 from .kvca.factory import ClientFactory, client_from_settings
@@ -23,6 +26,7 @@ from .redact import redact, redact_json, register_settings
 from .scheduler.routes import queue_request, request_routes, scheduler_health
 from .scheduler.service import Unattended
 from .sync import SyncRequest, SyncSummary
+from .web.auth import COOKIE_PATH as CONSOLE_PATH
 
 log = structlog.get_logger(__name__)
 MAX_BODY_BYTES = 64 * 1024
@@ -215,6 +219,23 @@ def create_app(
         text = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
         answer = {"ok": False, "error": f"invalid request: {text}", "problems": problems}
         return JSONResponse(redact_json(answer), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path.startswith(CONSOLE_PATH):
+            return await http_exception_handler(request, exc)  # the console's own pages keep FastAPI's answer
+        return JSONResponse({"ok": False, "error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        """Whatever escaped a route still answers the documented JSON shape: never a text/plain 500, never the
+        exception's text unless it is one of ours (a driver's text may carry internals or secrets)."""
+        log.error("request failed", path=request.url.path, error_type=type(exc).__name__, exc_info=exc)
+        if isinstance(exc, EnrolmentSyncError):
+            error = str(exc)
+        else:
+            error = f"internal error ({type(exc).__name__}); the worker's log has the details"
+        return JSONResponse({"ok": False, "error": error}, status_code=500)
 
     @app.post("/jobs/enrolment-sync", dependencies=[Depends(require_token)])
     async def enrolment_sync(body: SyncJobBody, request: Request, wait: bool = True) -> JSONResponse:

@@ -204,8 +204,14 @@ def migrate(
     return applied_now
 
 
+async def _read_committed(conn: psycopg.AsyncConnection[Any]) -> None:
+    # Every transaction starts with BEGIN ISOLATION LEVEL READ COMMITTED, whatever the database's default:
+    # the alert cooldown (store.alerts) must see rows committed while it waited on its advisory lock.
+    await conn.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)
+
+
 class Database:
-    """A small async pool. Every unit of work is one short transaction (pooler-safe)."""
+    """A small async pool. Every unit of work is one short transaction (pooler-safe), READ COMMITTED."""
 
     def __init__(self, target: ConnectionTarget, *, min_size: int = 1, max_size: int = 8) -> None:
         self.target = target
@@ -214,6 +220,7 @@ class Database:
             min_size=min_size,
             max_size=max_size,
             kwargs=target.connect_kwargs(),
+            configure=_read_committed,
             open=False,
         )
 

@@ -18,9 +18,10 @@ from . import db
 from .alerts import failed_alert
 from .clock import Clock, SystemClock
 from .config import JOB_NAME, Settings
-from .errors import EnrolmentSyncError, LeaseLost, LockConflict, RunAbandoned, RunCancelled
+from .errors import DatabaseError, EnrolmentSyncError, LeaseLost, LockConflict, RunAbandoned, RunCancelled
 from .failures import Classified, classify_exception
 from .kvca.factory import ClientFactory, client_from_settings
+from .retrying import Backoff
 from .staleness import check_staleness, stale_key
 from .store import alerts, runs
 from .sync import Progress, SyncEngine, SyncRequest, SyncSummary
@@ -29,6 +30,11 @@ from .worker_id import new_worker_id
 log = structlog.get_logger(__name__)
 LOCK_POLL_FIRST_S = 0.05  # a request waiting for the lease looks again after this, doubling up to the max
 LOCK_POLL_MAX_S = 1.0
+
+# Closing a run is retried this often (about 6 s in all): long enough for a dropped connection or a failover
+# blip, short enough that the caller still gets its answer.
+FINISH_ATTEMPTS = 6
+FINISH_BACKOFF = Backoff(base_s=0.2, max_s=3.0)
 
 
 @dataclass
@@ -69,15 +75,12 @@ class SyncJob:
         )
         run_id, conflict = await self._begin_waiting(request, lock_wait_s)
         if conflict is not None:
-            failure = classify_exception(LockConflict(conflict))
-            async with self.db.transaction() as conn:
-                await self._raise_failed_counted(conn, run_id, failure, now=self.clock.now())
-            log.info("lock conflict", run_id=run_id, error=conflict)
-            return JobOutcome(False, run_id, failure=failure)
+            log.info("lock conflict", run_id=run_id, error=conflict.message)
+            return JobOutcome(False, run_id, failure=conflict)
         log.info("run started", run_id=run_id, category_id=request.category_id, trigger_type=request.trigger_type)
         return await self._execute_under_lease(run_id, request, progress)
 
-    async def _begin_waiting(self, request: SyncRequest, wait_s: float) -> tuple[int, str | None]:
+    async def _begin_waiting(self, request: SyncRequest, wait_s: float) -> tuple[int, Classified | None]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         pause_s = LOCK_POLL_FIRST_S
@@ -88,9 +91,12 @@ class SyncJob:
             await asyncio.sleep(max(0.0, min(pause_s, deadline - loop.time())))
             pause_s = min(pause_s * 2, LOCK_POLL_MAX_S)
 
-    async def _begin(self, request: SyncRequest, *, record_conflict: bool = True) -> tuple[int, str | None] | None:
-        """Take the lease and open the run in one transaction. Returns (run_id, conflict text or None), or
-        None when the lease is held and the conflict is not to be recorded yet."""
+    async def _begin(
+        self, request: SyncRequest, *, record_conflict: bool = True
+    ) -> tuple[int, Classified | None] | None:
+        """Take the lease and open the run in one transaction: a lock conflict's FAILED run and its FAILED
+        alert are written together or not at all. Returns (run_id, the conflict's failure or None), or None
+        when the lease is held and the conflict is not to be recorded yet."""
         now = self.clock.now()
         params = {"max_categories": request.max_categories, "max_users_per_course": request.max_users_per_course}
         async with self.db.transaction() as conn:
@@ -109,7 +115,11 @@ class SyncJob:
             if begun.taken_over is not None:
                 closed_by = f"run_id={begun.run_id} taking over the expired lease"
                 await self._close_abandoned(conn, run_id=begun.taken_over, closed_by=closed_by, now=now)
-        return begun.run_id, begun.conflict
+            if begun.conflict is None:
+                return begun.run_id, None
+            failure = classify_exception(LockConflict(begun.conflict))
+            await self._raise_failed_counted(conn, begun.run_id, request.category_id, failure, now=now)
+        return begun.run_id, failure
 
     async def _fence(self, conn: psycopg.AsyncConnection[Any], run_id: int) -> None:
         """Inside a write transaction: prove we still hold the lease, and keep it from being taken."""
@@ -172,6 +182,8 @@ class SyncJob:
     async def _finish(
         self, run_id: int, request: SyncRequest, summary: SyncSummary, failure: Classified | None
     ) -> JobOutcome:
+        """Close the run with its alerts, retrying a failed attempt (closing is idempotent); the lease is given
+        back on every path, so a database hiccup at the end never strands a run or blocks the next one."""
         now = self.clock.now()
         counts = {
             "total_records": summary.source_records_upserted,
@@ -179,45 +191,83 @@ class SyncJob:
             "changed_records": summary.changed_records,
             "created_alerts": summary.created_alerts,
         }
-        async with self.db.transaction() as conn:
-            closed = await self.lease.finish(
-                conn, run_id, counts=counts, summary=summary.full(), failure=failure, now=now
-            )
-            if not closed:
-                # Our lease lapsed and another worker closed this run as abandoned (with its alert).
-                lost = classify_exception(
-                    LeaseLost(f"run_id={run_id} was closed as abandoned by another worker: its lease lapsed")
+        for attempt in range(1, FINISH_ATTEMPTS + 1):
+            try:
+                async with self.db.transaction() as conn:
+                    finished = await self.lease.finish(
+                        conn, run_id, counts=counts, summary=summary.full(), failure=failure, now=now
+                    )
+                    if finished is runs.Finished.CLOSED:
+                        if failure is not None:
+                            await self._raise_failed_counted(conn, run_id, request.category_id, failure, now=now)
+                        else:
+                            await self._resolve_on_success(conn, run_id, request, now=now)
+                break
+            except psycopg.Error as exc:
+                log.warning(
+                    "closing the run failed, will retry" if attempt < FINISH_ATTEMPTS else "closing the run failed",
+                    run_id=run_id,
+                    attempt=attempt,
+                    error_type=type(exc).__name__,
                 )
-                log.warning("run was closed by another worker", run_id=run_id)
-                return JobOutcome(False, run_id, summary, lost)
-            if failure is not None:
-                await self._raise_failed_counted(conn, run_id, failure, now=now)
-            else:
-                await self._resolve_on_success(conn, run_id, request, now=now)
+                if attempt == FINISH_ATTEMPTS:
+                    await self._give_back_lease(run_id)
+                    raise DatabaseError(
+                        f"run_id={run_id} could not be recorded as finished ({type(exc).__name__}, "
+                        f"{FINISH_ATTEMPTS} attempts); its lease was given back"
+                    ) from exc
+                await asyncio.sleep(FINISH_BACKOFF.delay_s(attempt))
+        if finished is runs.Finished.BY_OTHER:
+            # Our lease lapsed and another worker closed this run as abandoned (with its alert).
+            lost = classify_exception(
+                LeaseLost(f"run_id={run_id} was closed as abandoned by another worker: its lease lapsed")
+            )
+            log.warning("run was closed by another worker", run_id=run_id)
+            return JobOutcome(False, run_id, summary, lost)
         if failure is not None:
             log.warning("run failed", run_id=run_id, error_group=str(failure.group), error=failure.message)
         else:
             log.info("run succeeded", run_id=run_id, **summary.public())
         return JobOutcome(failure is None, run_id, summary, failure)
 
+    async def _give_back_lease(self, run_id: int) -> None:
+        """Last resort after closing failed: free the lease now rather than at its TTL (best effort)."""
+        try:
+            async with self.db.transaction() as conn:
+                await self.lease.release(conn, run_id)
+        except psycopg.Error as exc:
+            log.error(
+                "could not give the lease back; it expires by itself", run_id=run_id, error_type=type(exc).__name__
+            )
+
     async def _resolve_on_success(
         self, conn: psycopg.AsyncConnection[Any], run_id: int, request: SyncRequest, *, now: dt.datetime
     ) -> None:
-        """The first success after failures resolves the job's FAILED alerts and the category's STALE alert."""
-        by = f"run_id={run_id} (SUCCESS)"
-        resolved = await alerts.resolve_failed(conn, self.job_name, by=by, now=now)
+        """A success resolves the FAILED alerts only this category kept open (others record that it
+        recovered), and the category's STALE alert."""
+        by = f"run_id={run_id} (SUCCESS, category {request.category_id})"
+        failed = await alerts.resolve_failed(
+            conn, self.job_name, category_id=request.category_id, run_id=run_id, by=by, now=now
+        )
+        resolved = failed.resolved
         resolved += await alerts.resolve_stale(conn, stale_key(self.job_name, request.category_id), by=by, now=now)
-        if resolved:
-            log.info("alerts resolved by success", run_id=run_id, alert_ids=resolved)
+        if resolved or failed.narrowed:
+            log.info("alerts resolved by success", run_id=run_id, alert_ids=resolved, still_open=failed.narrowed)
 
     async def _raise_failed(
-        self, conn: psycopg.AsyncConnection[Any], run_id: int, failure: Classified, *, now: dt.datetime
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        run_id: int,
+        category_id: int | None,
+        failure: Classified,
+        *,
+        now: dt.datetime,
     ) -> int:
         """The FAILED alert of a run (cooldown applies); returns how many were created (0 or 1)."""
         raised = await alerts.raise_alerts(
             conn,
             "FAILED",
-            [failed_alert(self.job_name, failure, run_id=run_id)],
+            [failed_alert(self.job_name, failure, run_id=run_id, category_id=category_id)],
             run_id=run_id,
             now=now,
             cooldown_minutes=self.settings.alert_cooldown_minutes,
@@ -226,10 +276,16 @@ class SyncJob:
         return len(raised.created)
 
     async def _raise_failed_counted(
-        self, conn: psycopg.AsyncConnection[Any], run_id: int, failure: Classified, *, now: dt.datetime
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        run_id: int,
+        category_id: int | None,
+        failure: Classified,
+        *,
+        now: dt.datetime,
     ) -> None:
         """A created FAILED alert of a run closed by this worker is counted on it."""
-        if await self._raise_failed(conn, run_id, failure, now=now):
+        if await self._raise_failed(conn, run_id, category_id, failure, now=now):
             await runs.count_alerts(conn, run_id, 1, now=now)
 
     async def close_abandoned(self) -> list[int]:
@@ -251,7 +307,7 @@ class SyncJob:
                     f" (its lease expired; closed by {closed_by})"
                 )
             )
-            created = await self._raise_failed(conn, run.run_id, failure, now=now)
+            created = await self._raise_failed(conn, run.run_id, run.category_id, failure, now=now)
             await runs.close_abandoned(conn, run.run_id, error_message=failure.message, created_alerts=created, now=now)
             log.warning("abandoned run closed", dead_run_id=run.run_id, closed_by=closed_by)
         return [run.run_id for run in dead]

@@ -246,7 +246,12 @@ def test_changed_alert_cooldown_counts_repeats(database_url: str, simulator: Any
     assert alerts[0]["occurrences"] == 2 and alerts[0]["last_run_id"] == repeat["run_id"]
     assert alerts[0]["severity"] == "high", "a worse repeat raises the open alert's severity (low -> high)"
     assert alerts[0]["detail"]["changed_fields"][0] == "status_msg"  # the first change stays as it was ...
-    assert alerts[0]["detail"]["latest"]["after"]["status"] == "CANCELLED"  # ... and the repeat is kept beside it
+    [kept] = alerts[0]["detail"]["repeats"]  # ... and the repeat is kept beside it
+    assert kept["detail"]["after"]["status"] == "CANCELLED" and kept["run_id"] == repeat["run_id"]
+    assert kept["severity"] == "high"
+    # the message tells the latest state: the latest change and its severity, not the first one's
+    assert "[high]" in alerts[0]["message"] and "CANCELLED" in alerts[0]["message"]
+    assert "반복 2회째" in alerts[0]["message"]
     assert alerts[1]["severity"] == "medium" and alerts[1]["run_id"] == after["run_id"]
 
 

@@ -57,6 +57,10 @@ set status = %(status)s, total_records = %(total_records)s, new_records = %(new_
 where id = %(run_id)s and status = 'RUNNING'
 returning id;
 
+-- run_state --
+-- How a run stands (an idempotent finish tells its own earlier close from another worker's).
+select status, finished_at, error_message from run_log where id = %(run_id)s;
+
 -- run_add_alerts --
 -- Count alerts created for a run after it was closed (a lock conflict's FAILED alert).
 update run_log set created_alerts = created_alerts + %(count)s, updated_at = %(now)s where id = %(run_id)s;
@@ -188,17 +192,44 @@ select source_id from marked;
 -- Raise alerts, one per key, unless an open alert of the same key was created inside the cooldown:
 -- then count the repeat on it instead. Returns one row per input key: created or suppressed.
 -- %(alerts)s holds the fields of alerts.AlertSpec, read as the alert table's own columns.
+-- A repeat: the message becomes the repeat's (the latest state, with the count and the alert's severity when
+-- that is higher), detail.repeats keeps the newest %(repeats_kept)s repeats (each its own detail, time,
+-- severity and message), and detail.failing_categories (FAILED alerts) gains the repeat's categories.
+-- The first occurrence's own detail stays at the top (4-4 joins the run that created the alert through it).
 with incoming as (
     select source_type, source_id, severity, message, detail
     from jsonb_populate_recordset(null::alert, %(alerts)s::jsonb)
 ), absorbed as (
     update alert a
     set occurrences = a.occurrences + 1, last_seen_at = %(now)s, last_run_id = %(run_id)s, updated_at = %(now)s,
-        detail = a.detail || jsonb_build_object('latest', i.detail),
-        severity = case when i.severity = 'high' or a.severity = 'high' then 'high'
-                        when i.severity = 'medium' or a.severity = 'medium' then 'medium' else 'low' end
+        severity = w.severity,
+        message = i.message || ' (반복 ' || (a.occurrences + 1) || '회째'
+                  || case when w.severity <> i.severity then ', 최고 심각도 ' || w.severity else '' end || ')',
+        detail = (a.detail - 'latest')
+            || jsonb_build_object('repeats', (
+                   select coalesce(jsonb_agg(r.x order by r.n), '[]'::jsonb)
+                   from (select e.x, e.n
+                         from jsonb_array_elements(
+                                  coalesce(a.detail -> 'repeats', '[]'::jsonb)
+                                  || jsonb_build_array(jsonb_build_object(
+                                         'at', %(now)s::timestamptz, 'run_id', %(run_id)s::bigint,
+                                         'severity', i.severity, 'message', i.message, 'detail', i.detail))
+                              ) with ordinality as e(x, n)
+                         order by e.n desc
+                         limit %(repeats_kept)s) r))
+            || case when i.detail ? 'failing_categories' then jsonb_build_object('failing_categories', (
+                   select jsonb_agg(distinct c.value)
+                   from jsonb_array_elements(
+                            coalesce(a.detail -> 'failing_categories', '[]'::jsonb) || (i.detail -> 'failing_categories')
+                        ) as c(value)))
+               else '{}'::jsonb end
     from incoming i
-    where a.alert_type = %(alert_type)s and a.source_type = i.source_type and a.source_id = i.source_id
+    join alert o on o.alert_type = %(alert_type)s and o.source_type = i.source_type and o.source_id = i.source_id
+    cross join lateral (
+        select case when i.severity = 'high' or o.severity = 'high' then 'high'
+                    when i.severity = 'medium' or o.severity = 'medium' then 'medium' else 'low' end as severity
+    ) w
+    where a.id = o.id
       and not a.resolved and a.created_at > %(now)s - make_interval(secs => %(cooldown_s)s)
     returning a.source_id, a.id
 ), created as (
@@ -219,11 +250,41 @@ select source_id, id, false from absorbed;
 select pg_advisory_xact_lock(hashtextextended(%(key)s, 0));
 
 -- alerts_resolve_failed --
--- The first success after failures resolves the job's open FAILED alerts.
-update alert
-set resolved = true, resolved_at = %(now)s, resolved_by = %(resolved_by)s, updated_at = %(now)s
-where alert_type = 'FAILED' and source_type = 'run_log' and source_id like %(job_prefix)s and not resolved
-returning id;
+-- A success of one category no longer counts against the job's open FAILED alerts: it leaves each alert's
+-- detail.failing_categories (and is listed in detail.recovered_categories); an alert is resolved once every
+-- category whose failures it counts has succeeded since. Alerts raised before categories were tracked (no
+-- failing_categories) are resolved by any success, as they were. Returns (id, resolved) per alert touched.
+with open_failed as (
+    select a.id, a.detail ? 'failing_categories' as tracked,
+           coalesce(a.detail -> 'failing_categories', '[]'::jsonb) as failing
+    from alert a
+    where a.alert_type = 'FAILED' and a.source_type = 'run_log' and a.source_id like %(job_prefix)s
+      and not a.resolved
+    for update
+), touched as (
+    select o.id, o.tracked,
+           (select coalesce(jsonb_agg(c.value), '[]'::jsonb)
+            from jsonb_array_elements(o.failing) as c(value)
+            where c.value <> to_jsonb(%(category_id)s::bigint)) as remaining
+    from open_failed o
+    where not o.tracked or o.failing @> jsonb_build_array(%(category_id)s::bigint)
+)
+update alert a
+set resolved = (not t.tracked or t.remaining = '[]'::jsonb),
+    resolved_at = case when not t.tracked or t.remaining = '[]'::jsonb then %(now)s::timestamptz end,
+    resolved_by = case when not t.tracked or t.remaining = '[]'::jsonb then %(resolved_by)s::text end,
+    detail = case when t.tracked
+                  then a.detail || jsonb_build_object(
+                      'failing_categories', t.remaining,
+                      'recovered_categories', coalesce(a.detail -> 'recovered_categories', '[]'::jsonb)
+                          || jsonb_build_array(jsonb_build_object(
+                                 'category_id', %(category_id)s::bigint, 'run_id', %(run_id)s::bigint,
+                                 'at', %(now)s::timestamptz)))
+                  else a.detail end,
+    updated_at = %(now)s
+from touched t
+where a.id = t.id
+returning a.id, a.resolved;
 
 -- alerts_resolve_one --
 -- Resolve one alert by hand.

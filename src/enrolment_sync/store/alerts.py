@@ -1,9 +1,12 @@
 """Raising and resolving alerts: the one place that does either.
 
 An alert is raised once per key (alert_type, source_type, source_id); a repeat inside the cooldown, counted
-from the open alert's created_at, is counted on that alert instead (`occurrences`). Raisers that may run at
-the same time as others for the same key (FAILED from lock conflicts, STALE, DEAD_LETTER) pass
-`serialise=True`: a transaction-scoped advisory lock per key, so the cooldown check sees the other's row.
+from the open alert's created_at, is counted on that alert instead (`occurrences`): its message becomes the
+repeat's, and `detail.repeats` keeps the newest REPEATS_KEPT repeats. Raisers that may run at the same time as
+others for the same key (FAILED from lock conflicts, STALE, DEAD_LETTER) pass `serialise=True`: a
+transaction-scoped advisory lock per key, after which the cooldown check sees the other's committed row. That
+needs READ COMMITTED (a later snapshot per statement), which db.Database sets on every transaction explicitly:
+under a database default of REPEATABLE READ the snapshot would predate the lock and both would create.
 """
 
 from __future__ import annotations
@@ -19,6 +22,14 @@ from psycopg.types.json import Jsonb
 from .. import db
 from ..alerts import AlertSpec
 from ..redact import redact_json
+
+REPEATS_KEPT = 20  # detail.repeats of an alert keeps this many of the newest repeats; occurrences counts all
+
+
+@dataclass(frozen=True)
+class Resolution:
+    resolved: list[int]  # alerts resolved: every category they counted has succeeded since
+    narrowed: list[int]  # alerts still open: the category left them, others still fail
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,7 @@ async def raise_alerts(
             "run_id": run_id,
             "now": now,
             "cooldown_s": cooldown_minutes * 60,
+            "repeats_kept": REPEATS_KEPT,
         },
     )
     return Raised(
@@ -60,12 +72,16 @@ async def raise_alerts(
     )
 
 
-async def resolve_failed(conn: psycopg.AsyncConnection[Any], job_name: str, *, by: str, now: dt.datetime) -> list[int]:
-    """Resolve the job's open FAILED alerts (every error group); returns their ids."""
+async def resolve_failed(
+    conn: psycopg.AsyncConnection[Any], job_name: str, *, category_id: int, run_id: int, by: str, now: dt.datetime
+) -> Resolution:
+    """A category succeeded: resolve the job's open FAILED alerts that only it kept open; the others record it."""
     rows = await db.fetch_all(
-        conn, "alerts_resolve_failed", {"now": now, "resolved_by": by, "job_prefix": f"{job_name}:%"}
+        conn,
+        "alerts_resolve_failed",
+        {"now": now, "resolved_by": by, "job_prefix": f"{job_name}:%", "category_id": category_id, "run_id": run_id},
     )
-    return [int(r["id"]) for r in rows]
+    return Resolution([int(r["id"]) for r in rows if r["resolved"]], [int(r["id"]) for r in rows if not r["resolved"]])
 
 
 async def resolve_stale(conn: psycopg.AsyncConnection[Any], source_id: str, *, by: str, now: dt.datetime) -> list[int]:

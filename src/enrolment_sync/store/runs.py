@@ -8,6 +8,7 @@ its own transaction first (the fence), so a run whose lease was taken over canno
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,13 @@ class Begun:
 class AbandonedRun:
     run_id: int
     worker_id: str | None
+    category_id: int | None
+
+
+class Finished(enum.Enum):
+    CLOSED = "closed"  # this call closed the run and gave the lease back
+    ALREADY = "already"  # an earlier attempt of ours had closed it (its commit's answer was lost)
+    BY_OTHER = "by_other"  # another worker closed it as abandoned: our lease had lapsed
 
 
 @dataclass(frozen=True)
@@ -119,33 +127,48 @@ class Lease:
         summary: dict[str, Any],
         failure: Classified | None,
         now: dt.datetime,
-    ) -> bool:
+    ) -> Finished:
         """Close the run (SUCCESS, or FAILED with its failure) and give the lease back.
 
-        `counts`: total_records, new_records, changed_records, created_alerts. False when the run had
-        already been closed as abandoned by another worker (its lease lapsed).
+        `counts`: total_records, new_records, changed_records, created_alerts. Idempotent, so a caller may
+        repeat it after a lost answer: a run already closed with exactly these values (status, time, text) was
+        closed by an earlier attempt of this call.
         """
+        status = "FAILED" if failure else "SUCCESS"
+        error_message = redact(failure.message) if failure else None
         closed = await db.fetch_one(
             conn,
             "run_finish",
             {
                 "run_id": run_id,
-                "status": "FAILED" if failure else "SUCCESS",
+                "status": status,
                 **counts,
                 "summary": Jsonb(summary),
-                "error_message": redact(failure.message) if failure else None,
+                "error_message": error_message,
                 "error_group": str(failure.group) if failure else None,
                 "http_status_code": failure.http_status_code if failure else None,
                 "now": now,
             },
         )
         await db.execute(conn, "lock_release", self._params(run_id))
-        return closed is not None
+        if closed is not None:
+            return Finished.CLOSED
+        row = await db.fetch_one(conn, "run_state", {"run_id": run_id})
+        ours = row is not None and (row["status"], row["finished_at"], row["error_message"]) == (
+            status,
+            now,
+            error_message,
+        )
+        return Finished.ALREADY if ours else Finished.BY_OTHER
+
+    async def release(self, conn: psycopg.AsyncConnection[Any], run_id: int) -> None:
+        """Give our lease back without closing the run (the last resort when closing it keeps failing)."""
+        await db.execute(conn, "lock_release", self._params(run_id))
 
     async def abandoned(self, conn: psycopg.AsyncConnection[Any], *, run_id: int | None) -> list[AbandonedRun]:
         """RUNNING runs of the job that no live lease vouches for (one of them when `run_id`), locked."""
         rows = await db.fetch_all(conn, "run_abandoned", {"job_name": self.job_name, "run_id": run_id})
-        return [AbandonedRun(int(r["id"]), r["worker_id"]) for r in rows]
+        return [AbandonedRun(int(r["id"]), r["worker_id"], r["category_id"]) for r in rows]
 
 
 async def count_alerts(conn: psycopg.AsyncConnection[Any], run_id: int, count: int, *, now: dt.datetime) -> None:
