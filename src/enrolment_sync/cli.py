@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -195,7 +196,7 @@ def demo(
     if home is not None:
         settings = settings.model_copy(update={"enrolment_sync_home": home})
     try:
-        demo_main(settings, console)
+        demo_main(settings, Console())  # the demo styles its own lines and escapes the data it prints
     except EnrolmentSyncError as exc:
         raise _fail(exc) from exc
 
