@@ -51,6 +51,6 @@ def test_repeats_are_kept_newest_last_up_to_the_bound(database_url: str, pg: psy
     repeats = alert["detail"]["repeats"]
     assert [r["detail"]["n"] for r in repeats] == list(range(total - alerts.REPEATS_KEPT, total))
     assert repeats[-1]["severity"] == "medium" and repeats[-1]["message"].endswith(f"변경 {total - 1}")
-    assert "latest" not in alert["detail"]
+    assert alert["detail"]["latest"] == repeats[-1]["detail"]  # the last repeat, where it always was
     # the latest change, how often, and that the alert as a whole is worse than this repeat
     assert alert["message"] == f"수강 상태 변경 [medium] u1 · 변경 {total - 1} (반복 {total}회째, 최고 심각도 high)"

@@ -194,7 +194,8 @@ select source_id from marked;
 -- %(alerts)s holds the fields of alerts.AlertSpec, read as the alert table's own columns.
 -- A repeat: the message becomes the repeat's (the latest state, with the count and the alert's severity when
 -- that is higher), detail.repeats keeps the newest %(repeats_kept)s repeats (each its own detail, time,
--- severity and message), and detail.failing_categories (FAILED alerts) gains the repeat's categories.
+-- severity and message), detail.latest the last repeat's detail (as before; 0005's backfill reads it), and
+-- detail.failing_categories (FAILED alerts) gains the repeat's categories.
 -- The first occurrence's own detail stays at the top (4-4 joins the run that created the alert through it).
 with incoming as (
     select source_type, source_id, severity, message, detail
@@ -205,7 +206,8 @@ with incoming as (
         severity = w.severity,
         message = i.message || ' (반복 ' || (a.occurrences + 1) || '회째'
                   || case when w.severity <> i.severity then ', 최고 심각도 ' || w.severity else '' end || ')',
-        detail = (a.detail - 'latest')
+        detail = a.detail
+            || jsonb_build_object('latest', i.detail)
             || jsonb_build_object('repeats', (
                    select coalesce(jsonb_agg(r.x order by r.n), '[]'::jsonb)
                    from (select e.x, e.n
