@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     ops_session_hours: float = Field(default=12, gt=0, le=24 * 30)
     ops_refresh_seconds: float = Field(default=15, ge=0)
 
+    retention_interval_seconds: float = Field(default=3600, ge=0, description="How often serve prunes; 0: never.")
+    retention_runs_days: float = Field(default=90, gt=0)
+    retention_failed_runs_days: float = Field(default=365, gt=0)
+    retention_resolved_alerts_days: float = Field(default=180, gt=0)
+    retention_batch_rows: int = Field(default=1000, ge=1, le=100_000)
+
     outbox_max_attempts: int = Field(default=8, ge=1)
     outbox_lease_seconds: float = Field(default=120, gt=0)
     outbox_backoff_base_seconds: float = Field(default=5, ge=0)

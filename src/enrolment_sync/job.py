@@ -159,6 +159,7 @@ class SyncJob:
         try:
             await engine_task
         except asyncio.CancelledError:
+            engine.summary.count_requests(client.stats.requests, client.stats.by_status)
             if not lost.is_set():
                 # Cancelled from outside (shutdown): close the run and free the lease, then propagate.
                 stop = classify_exception(
@@ -177,6 +178,7 @@ class SyncJob:
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
             await client.aclose()
+        engine.summary.count_requests(client.stats.requests, client.stats.by_status)
         return await self._finish(run_id, request, engine.summary, failure)
 
     async def _finish(

@@ -68,6 +68,7 @@ class SyncSummary:
     rejected_rows: int = 0  # status rows and details skipped because they break the contract or cannot be stored
     rejected: list[dict[str, Any]] = field(default_factory=list)
     empty_course_lists: list[dict[str, int]] = field(default_factory=list)
+    upstream_codes: dict[str, int] = field(default_factory=dict)  # by answer status code; "none": no answer
 
     PUBLIC = (
         "categories_processed",
@@ -82,6 +83,13 @@ class SyncSummary:
 
     def public(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.PUBLIC}
+
+    def count_requests(self, requests: int, by_status: dict[int, int]) -> None:
+        """The upstream requests the run made, also when it failed part way (the metrics count them)."""
+        self.upstream_requests = requests
+        self.upstream_codes = {str(code): n for code, n in sorted(by_status.items())}
+        if requests > sum(by_status.values()):
+            self.upstream_codes["none"] = requests - sum(by_status.values())
 
     def full(self) -> dict[str, Any]:
         return asdict(self)
@@ -210,7 +218,7 @@ class SyncEngine:
         for category_id in categories:
             await self._category(category_id, request.max_users_per_course)
             self.summary.categories_processed += 1
-        self.summary.upstream_requests = self.client.stats.requests
+        self.summary.count_requests(self.client.stats.requests, self.client.stats.by_status)
         return self.summary
 
     async def _category(self, category_id: int, cap: int) -> None:

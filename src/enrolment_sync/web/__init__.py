@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from ..clock import Clock, SystemClock
 from ..config import Settings
 from .auth import COOKIE_PATH, ConsoleDisabled, Forbidden, Gate, NotSignedIn
+from .metrics import router as metrics_router
 from .render import page, secure
 from .routes import router
 
@@ -28,6 +29,7 @@ def install(app: FastAPI, settings: Settings, *, clock: Clock | None = None) -> 
     app.state.ops_refresh_s = settings.ops_refresh_seconds
     app.state.ops_actions = None
     app.include_router(router)
+    app.include_router(metrics_router)
     app.mount(f"{COOKIE_PATH}/static", StaticFiles(packages=[("enrolment_sync.web", "static")]), name="ops-static")
 
     @app.exception_handler(NotSignedIn)
