@@ -5,12 +5,13 @@ from __future__ import annotations
 import importlib
 import sys
 
-USAGE = """usage: python -m bench {sync,outbox,export,schedule} [options]
+USAGE = """usage: python -m bench {sync,outbox,export,schedule,ops} [options]
 
   sync     the full sync against its physical bound (and against dlt); see `python -m bench sync --help`
   outbox   outbox consumer throughput; see `python -m bench outbox --help`
   export   a 100,000-record category exported as xlsx and csv, with peak memory; `python -m bench export --help`
   schedule 50 schedules on one minute, two workers; see `python -m bench schedule --help`
+  ops      every console page and /metrics over 100,000 runs, 1,000,000 records, 100,000 alerts; `--help`
 """
 
 
@@ -32,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         from .schedule import main as schedule_main
 
         return schedule_main(rest)
+    if command == "ops":
+        from .ops import main as ops_main
+
+        return ops_main(rest)
     if command == "outbox":
         try:
             module = importlib.import_module("bench.outbox")
