@@ -10,7 +10,7 @@ import psycopg
 from enrolment_sync.clock import KST
 from tests.conftest import Worker
 
-VIEWS = {"latest_run_per_cohort", "failures_by_group", "open_alerts", "queue_health"}
+VIEWS = {"cohorts", "latest_run_per_cohort", "failures_by_group", "open_alerts", "queue_health"}
 
 
 def test_views_answer_the_consoles_questions_in_kst(

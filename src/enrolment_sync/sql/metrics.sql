@@ -9,11 +9,12 @@ from run_metric
 order by 1, 2, 3;
 
 -- metrics_duration_buckets --
--- The run duration histogram: cumulative counts per upper bound, by status.
-select b.status, b.le, b.runs, s.runs as count, s.sum_seconds
-from run_duration_bucket b
-join run_duration_sum s on s.status = b.status
-order by b.status, b.le;
+-- The run duration histogram: cumulative counts per upper bound (every bound), by status.
+select s.status, bound as le, s.sum_seconds,
+       (select coalesce(sum(b.runs), 0) from run_duration_bucket b where b.status = s.status and b.le <= bound) as runs
+from run_duration_sum s
+cross join unnest(run_duration_bounds()) as bound
+order by s.status, bound;
 
 -- metrics_last_success --
 -- Each category's last successful run (categories that never succeeded have no row here).
@@ -34,20 +35,14 @@ select now() as now;
 -- Delete a batch of finished runs older than their retention (FAILED ones have a longer one), oldest first.
 -- Kept whatever their age: RUNNING runs, each category's latest run and latest success (the staleness check
 -- and the console's overview read them), and runs an open alert points at.
-with recursive cohorts as (
-    (select category_id from run_log where category_id is not null order by category_id limit 1)
-    union all
-    select (select r.category_id from run_log r where r.category_id > c.category_id order by r.category_id limit 1)
-    from cohorts c
-    where c.category_id is not null
-), kept as (
+with kept as (
     select (select r.id from run_log r where r.category_id = c.category_id order by r.id desc limit 1) as id
-    from cohorts c where c.category_id is not null
+    from ops.cohorts c
     union all
     select (select r.id from run_log r
             where r.job_name = %(job_name)s and r.category_id = c.category_id and r.status = 'SUCCESS'
             order by r.finished_at desc limit 1)
-    from cohorts c where c.category_id is not null
+    from ops.cohorts c
 ), victims as (
     select r.id
     from run_log r

@@ -15,7 +15,8 @@ create table run_metric (
     primary key (trigger_type, status, error_group)
 );
 
--- The duration histogram: cumulative counts per upper bound (seconds; 'Infinity' is +Inf), by run status.
+-- The duration histogram: runs per bucket (the smallest bound at or above the duration; seconds, 'Infinity'
+-- is +Inf), by run status; a scrape adds them up into Prometheus' cumulative buckets.
 create table run_duration_bucket (
     status text             not null,
     le     double precision not null,
@@ -64,7 +65,7 @@ begin
     do update set runs = m.runs + 1, changed_records = m.changed_records + excluded.changed_records;
 
     insert into run_duration_bucket as b (status, le, runs)
-    select r.status, bound, 1 from unnest(run_duration_bounds()) bound where seconds <= bound
+    select r.status, min(bound), 1 from unnest(run_duration_bounds()) bound where seconds <= bound
     on conflict (status, le) do update set runs = b.runs + 1;
     insert into run_duration_sum as s (status, runs, sum_seconds) values (r.status, 1, seconds)
     on conflict (status) do update set runs = s.runs + 1, sum_seconds = s.sum_seconds + excluded.sum_seconds;
@@ -122,7 +123,8 @@ create index alert_open_last_run_idx on alert (last_run_id) where not resolved;
 create schema ops;
 revoke all on schema ops from public;
 
-create view ops.latest_run_per_cohort with (security_invoker = true) as
+-- Every cohort ever synced: a skip scan over run_log_category_id_idx (one index probe per cohort).
+create view ops.cohorts with (security_invoker = true) as
 with recursive cohorts as (
     (select category_id from run_log where category_id is not null order by category_id limit 1)
     union all
@@ -130,6 +132,9 @@ with recursive cohorts as (
     from cohorts c
     where c.category_id is not null
 )
+select category_id from cohorts where category_id is not null;
+
+create view ops.latest_run_per_cohort with (security_invoker = true) as
 select c.category_id,
        last.id as run_id, last.status, last.trigger_type, last.error_group,
        (last.started_at at time zone 'Asia/Seoul') as started_at_kst,
@@ -138,14 +143,13 @@ select c.category_id,
        last.total_records, last.new_records, last.changed_records,
        ok.id as last_success_run_id,
        (ok.finished_at at time zone 'Asia/Seoul') as last_success_at_kst
-from cohorts c
+from ops.cohorts c
 cross join lateral (select * from run_log r where r.category_id = c.category_id order by r.id desc limit 1) last
 left join lateral (
     select r.id, r.finished_at from run_log r
     where r.job_name = 'enrolment_sync' and r.category_id = c.category_id and r.status = 'SUCCESS'
     order by r.finished_at desc limit 1
-) ok on true
-where c.category_id is not null;
+) ok on true;
 
 create view ops.failures_by_group with (security_invoker = true) as
 select error_group,
@@ -165,8 +169,9 @@ select id, alert_type, severity, source_type, source_id, message, occurrences, r
 from alert
 where not resolved;
 
+-- The console's queue health (console_queue_health reads this view) with the oldest open message in KST.
 create view ops.queue_health with (security_invoker = true) as
-select q.queue, q.pending, q.processing, q.ready, q.dead,
+select q.queue, q.pending, q.processing, q.ready, q.dead, q.oldest_open_at,
        (q.oldest_open_at at time zone 'Asia/Seoul') as oldest_open_at_kst,
        round(extract(epoch from now() - q.oldest_open_at)::numeric) as oldest_open_age_s
 from (
