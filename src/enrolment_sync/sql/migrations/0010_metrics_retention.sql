@@ -52,40 +52,65 @@ create function run_duration_bounds() returns double precision[]
 language sql immutable
 as $$ select array[0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 'Infinity']::double precision[] $$;
 
-create function run_metric_count(r run_log) returns void
+-- Count finished runs, set-based: one upsert per counter row, however many runs (a backfill, a bulk insert).
+create function run_metric_add(finished run_log[]) returns void
 language plpgsql
 set search_path from current
 as $fn$
-declare
-    seconds double precision := greatest(0, extract(epoch from r.finished_at - r.started_at));
 begin
+    if coalesce(cardinality(finished), 0) = 0 then
+        return;
+    end if;
     insert into run_metric as m (trigger_type, status, error_group, runs, changed_records)
-    values (r.trigger_type, r.status, coalesce(r.error_group, ''), 1, r.changed_records)
+    select r.trigger_type, r.status, coalesce(r.error_group, ''), count(*), sum(r.changed_records)
+    from unnest(finished) r
+    group by 1, 2, 3
     on conflict (trigger_type, status, error_group)
-    do update set runs = m.runs + 1, changed_records = m.changed_records + excluded.changed_records;
+    do update set runs = m.runs + excluded.runs, changed_records = m.changed_records + excluded.changed_records;
 
     insert into run_duration_bucket as b (status, le, runs)
-    select r.status, min(bound), 1 from unnest(run_duration_bounds()) bound where seconds <= bound
-    on conflict (status, le) do update set runs = b.runs + 1;
-    insert into run_duration_sum as s (status, runs, sum_seconds) values (r.status, 1, seconds)
-    on conflict (status) do update set runs = s.runs + 1, sum_seconds = s.sum_seconds + excluded.sum_seconds;
+    select r.status, d.le, count(*)
+    from unnest(finished) r
+    cross join lateral (
+        select min(bound) as le from unnest(run_duration_bounds()) bound
+        where greatest(0, extract(epoch from r.finished_at - r.started_at)) <= bound
+    ) d
+    group by 1, 2
+    on conflict (status, le) do update set runs = b.runs + excluded.runs;
 
-    if r.category_id is not null then
-        insert into run_category_metric as c (category_id, last_success_at, last_finished_at)
-        values (r.category_id, case when r.status = 'SUCCESS' then r.finished_at end, r.finished_at)
-        on conflict (category_id) do update
-        set last_success_at = greatest(c.last_success_at, excluded.last_success_at),
-            last_finished_at = greatest(c.last_finished_at, excluded.last_finished_at);
-    end if;
+    insert into run_duration_sum as s (status, runs, sum_seconds)
+    select r.status, count(*), sum(greatest(0, extract(epoch from r.finished_at - r.started_at)))
+    from unnest(finished) r
+    group by 1
+    on conflict (status) do update set runs = s.runs + excluded.runs, sum_seconds = s.sum_seconds + excluded.sum_seconds;
+
+    insert into run_category_metric as c (category_id, last_success_at, last_finished_at)
+    select r.category_id, max(r.finished_at) filter (where r.status = 'SUCCESS'), max(r.finished_at)
+    from unnest(finished) r
+    where r.category_id is not null
+    group by 1
+    on conflict (category_id) do update
+    set last_success_at = greatest(c.last_success_at, excluded.last_success_at),
+        last_finished_at = greatest(c.last_finished_at, excluded.last_finished_at);
 
     insert into upstream_request_metric as u (code, requests)
-    select code, sum(n)
-    from jsonb_each_text(case when jsonb_typeof(r.summary -> 'upstream_codes') = 'object'
-                              then r.summary -> 'upstream_codes' else '{}'::jsonb end) as e(code, value)
-    cross join lateral (select case when value ~ '^[0-9]{1,18}$' then value::bigint end as n) v
-    where code ~ '^([0-9]{3}|none)$' and n > 0
-    group by code
+    select e.code, sum(e.value::bigint)
+    from unnest(finished) r
+    cross join lateral jsonb_each_text(case when jsonb_typeof(r.summary -> 'upstream_codes') = 'object'
+                                            then r.summary -> 'upstream_codes' else '{}'::jsonb end) as e(code, value)
+    where e.code ~ '^([0-9]{3}|none)$' and e.value ~ '^[0-9]{1,18}$'
+    group by 1
     on conflict (code) do update set requests = u.requests + excluded.requests;
+end
+$fn$;
+
+create function run_log_count_inserted() returns trigger
+language plpgsql
+set search_path from current
+as $fn$
+begin
+    perform run_metric_add(array(select n::run_log from new_runs n where n.status <> 'RUNNING'));
+    return null;
 end
 $fn$;
 
@@ -94,20 +119,26 @@ language plpgsql
 set search_path from current
 as $fn$
 begin
-    perform run_metric_count(new);
+    perform run_metric_add(array(
+        select n::run_log from new_runs n join old_runs o on o.id = n.id
+        where o.status = 'RUNNING' and n.status <> 'RUNNING'));
     return null;
 end
 $fn$;
 
 -- A run is counted once: when it is logged already finished (a lock conflict) or when it leaves RUNNING.
+-- Statement triggers with transition tables: a statement finishing many runs counts them in one go.
 create trigger run_log_counted_on_insert after insert on run_log
-    for each row when (new.status <> 'RUNNING') execute function run_log_count_finished();
-create trigger run_log_counted_on_finish after update of status on run_log
-    for each row when (old.status = 'RUNNING' and new.status <> 'RUNNING') execute function run_log_count_finished();
+    referencing new table as new_runs
+    for each statement execute function run_log_count_inserted();
+create trigger run_log_counted_on_finish after update on run_log
+    referencing old table as old_runs new table as new_runs
+    for each statement execute function run_log_count_finished();
 
-select run_metric_count(r) from run_log r where r.status <> 'RUNNING' order by r.id;
+select run_metric_add(array(select r from run_log r where r.status <> 'RUNNING'));
 
-revoke execute on function run_metric_count(run_log) from public;
+revoke execute on function run_metric_add(run_log[]) from public;
+revoke execute on function run_log_count_inserted() from public;
 revoke execute on function run_log_count_finished() from public;
 
 -- Retention (retention.py) deletes in batches, oldest first: resolved alerts by resolution time, and runs
