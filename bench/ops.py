@@ -231,7 +231,10 @@ def _nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
 def time_retention(url: str) -> dict[str, Any]:
     from enrolment_sync import db, retention
 
-    policy = retention.RetentionPolicy(90 * 86400.0, 365 * 86400.0, 180 * 86400.0, batch_rows=1000, interval_s=3600)
+    day_s = 86400.0
+    policy = retention.RetentionPolicy(
+        90 * day_s, 365 * day_s, 180 * day_s, 30 * day_s, batch_rows=1000, interval_s=3600
+    )
 
     async def go() -> tuple[retention.Pruned, float]:
         database = db.Database(db.parse_target(url), max_size=2)
@@ -244,7 +247,7 @@ def time_retention(url: str) -> dict[str, Any]:
             await database.close()
 
     pruned, took = asyncio.run(go())
-    return {"runs": pruned.runs, "alerts": pruned.alerts, "wall_s": took,
+    return {"runs": pruned.runs, "alerts": pruned.alerts, "requests": pruned.requests, "wall_s": took,
             "batches_at_most": retention.MAX_BATCHES_PER_ROUND}  # fmt: skip
 
 

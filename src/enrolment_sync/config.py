@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     retention_runs_days: float = Field(default=90, gt=0)
     retention_failed_runs_days: float = Field(default=365, gt=0)
     retention_resolved_alerts_days: float = Field(default=180, gt=0)
+    retention_done_requests_days: float = Field(default=30, gt=0)
     retention_batch_rows: int = Field(default=1000, ge=1, le=100_000)
 
     outbox_max_attempts: int = Field(default=8, ge=1)

@@ -1,15 +1,19 @@
-"""Retention (docs/metrics.md#retention): `serve` deletes old finished runs and old resolved alerts, in
-bounded batches, each its own short transaction, so the database stops growing and no lock is held long.
+"""Retention (docs/metrics.md#retention): `serve`'s always-on loop deletes old finished runs and old resolved
+alerts, in bounded batches, each its own short transaction, so the database stops growing and no lock is
+held long.
 
+Also deleted: sync requests served (DONE) longer ago than their retention, through the queue's own
+statement (`queue_prune_done`, which the outbox consumers use for DONE outbox messages: their housekeeping).
 Never deleted: a RUNNING run, each category's latest run and latest success, a run an open alert points at,
-an open alert, a record (source_record, status_history), a queue message. DONE outbox messages are the
-outbox consumers' housekeeping. The metrics' counters live in their own tables and never go down.
+an open alert, a record (source_record, status_history), a live queue message. The metrics' counters live in
+their own tables and never go down.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
@@ -17,6 +21,8 @@ import structlog
 
 from . import db
 from .config import JOB_NAME, Settings
+from .queue import Queue, Statement
+from .scheduler.runner import SYNC_REQUESTS
 
 log = structlog.get_logger(__name__)
 MAX_BATCHES_PER_ROUND = 50  # a round stops here and the next one carries on: no round runs unbounded
@@ -28,6 +34,7 @@ class RetentionPolicy:
     runs_keep_s: float
     failed_runs_keep_s: float
     resolved_alerts_keep_s: float
+    done_requests_keep_s: float
     batch_rows: int
     interval_s: float
 
@@ -37,6 +44,7 @@ class RetentionPolicy:
             runs_keep_s=settings.retention_runs_days * DAY_S,
             failed_runs_keep_s=max(settings.retention_failed_runs_days, settings.retention_runs_days) * DAY_S,
             resolved_alerts_keep_s=settings.retention_resolved_alerts_days * DAY_S,
+            done_requests_keep_s=settings.retention_done_requests_days * DAY_S,
             batch_rows=settings.retention_batch_rows,
             interval_s=settings.retention_interval_seconds,
         )
@@ -46,13 +54,20 @@ class RetentionPolicy:
 class Pruned:
     runs: int
     alerts: int
+    requests: int
 
 
-async def _batches(database: db.Database, name: str, params: dict[str, object], batch_rows: int) -> int:
+def _named(name: str, params: dict[str, object]) -> Callable[[int], Statement]:
+    return lambda limit: Statement(db.query(name), {**params, "limit": limit})
+
+
+async def _batches(database: db.Database, batch: Callable[[int], Statement], batch_rows: int) -> int:
     deleted = 0
     for _ in range(MAX_BATCHES_PER_ROUND):
+        statement = batch(batch_rows)
         async with database.transaction() as conn:
-            rows = await db.fetch_all(conn, name, {**params, "limit": batch_rows})
+            cur = await conn.execute(statement.query, statement.params)
+            rows = await cur.fetchall()
         deleted += len(rows)
         if len(rows) < batch_rows:
             break
@@ -60,15 +75,20 @@ async def _batches(database: db.Database, name: str, params: dict[str, object], 
 
 
 async def prune_once(database: db.Database, policy: RetentionPolicy, *, job_name: str = JOB_NAME) -> Pruned:
-    """One round: runs, then resolved alerts."""
-    runs = await _batches(
-        database,
-        "retention_runs",
-        {"job_name": job_name, "keep_s": policy.runs_keep_s, "failed_keep_s": policy.failed_runs_keep_s},
-        policy.batch_rows,
+    """One round: runs, resolved alerts, served sync requests."""
+    keep = {"job_name": job_name, "keep_s": policy.runs_keep_s, "failed_keep_s": policy.failed_runs_keep_s}
+    requests = Queue(SYNC_REQUESTS)
+    return Pruned(
+        runs=await _batches(database, _named("retention_runs", keep), policy.batch_rows),
+        alerts=await _batches(
+            database, _named("retention_alerts", {"keep_s": policy.resolved_alerts_keep_s}), policy.batch_rows
+        ),
+        requests=await _batches(
+            database,
+            lambda limit: requests.prune_done(retention_s=policy.done_requests_keep_s, limit=limit),
+            policy.batch_rows,
+        ),
     )
-    alerts = await _batches(database, "retention_alerts", {"keep_s": policy.resolved_alerts_keep_s}, policy.batch_rows)
-    return Pruned(runs=runs, alerts=alerts)
 
 
 class Pruner:
@@ -92,8 +112,8 @@ class Pruner:
             except (psycopg.Error, OSError) as exc:
                 log.warning("retention round failed; the next round tries again", error=str(exc))
             else:
-                if pruned.runs or pruned.alerts:
-                    log.info("retention pruned", runs=pruned.runs, alerts=pruned.alerts)
+                if pruned.runs or pruned.alerts or pruned.requests:
+                    log.info("retention pruned", runs=pruned.runs, alerts=pruned.alerts, requests=pruned.requests)
             self.rounds += 1
             await asyncio.sleep(self.policy.interval_s)
 

@@ -16,7 +16,7 @@ from tests.waiting import wait_for
 DAY_S = 86_400.0
 POLICY = RetentionPolicy(
     runs_keep_s=90 * DAY_S, failed_runs_keep_s=365 * DAY_S, resolved_alerts_keep_s=180 * DAY_S,
-    batch_rows=2, interval_s=3600,
+    done_requests_keep_s=30 * DAY_S, batch_rows=2, interval_s=3600,
 )  # fmt: skip
 
 
@@ -104,6 +104,15 @@ def aged(pg: psycopg.Connection[Any]) -> dict[str, int]:
             " values (%s, 303, '303:1:u1', '{}', %s, now() - interval '900 days', now() - interval '900 days')",
             (rows["old_success"], status),
         )
+    for status, days in (("DONE", 40), ("DONE", 31), ("DONE", 5), ("PENDING", 90), ("PROCESSING", 90), ("DEAD", 90)):
+        request = pg.execute(
+            "insert into sync_request (category_id, trigger_type, status, created_at, processed_at)"
+            " values (303, 'SCHEDULER', %s, now() - make_interval(days => %s),"
+            " case when %s = 'DONE' then now() - make_interval(days => %s) end) returning id",
+            (status, days, status, days),
+        ).fetchone()
+        assert request is not None
+        rows[f"request_{status.lower()}_{days}"] = int(request["id"])
     return rows
 
 
@@ -115,19 +124,25 @@ def test_retention_deletes_only_what_has_expired(
     untouched = {t: pg.execute(f"select count(*) as n from {t}").fetchone() for t in
                  ("source_record", "status_history", "sheet_outbox")}  # fmt: skip
 
+    requests_before = ids(pg, "sync_request")
+
     pruned = prune(database_url)
 
     gone_runs = {aged[k] for k in ("old_success", "old_success_2", "ancient_failed", "ancient_failed_2")}
     gone_alerts = {aged[k] for k in ("alert_resolved_old", "alert_resolved_old_2")}
-    assert pruned == retention.Pruned(runs=len(gone_runs), alerts=len(gone_alerts))  # batches of 2, several rounds
+    gone_requests = {aged["request_done_40"], aged["request_done_31"]}
+    # batches of 2: several batches a kind
+    assert pruned == retention.Pruned(runs=len(gone_runs), alerts=len(gone_alerts), requests=len(gone_requests))
     assert ids(pg, "run_log") == runs_before - gone_runs
     assert ids(pg, "alert") == {aged["alert_open_ancient"], aged["alert_resolved_recent"]}
+    # live requests (pending, processing, dead) stay whatever their age, as does a recently served one
+    assert ids(pg, "sync_request") == requests_before - gone_requests
     # the counters behind /metrics never go down
     assert pg.execute("select * from run_metric order by 1, 2, 3").fetchall() == counters_before
     for table, count in untouched.items():
         assert pg.execute(f"select count(*) as n from {table}").fetchone() == count, table
 
-    assert prune(database_url) == retention.Pruned(runs=0, alerts=0)
+    assert prune(database_url) == retention.Pruned(runs=0, alerts=0, requests=0)
 
 
 @pytest.mark.parametrize(
@@ -152,15 +167,15 @@ def test_retention_never_deletes_an_open_alert(database_url: str, pg: psycopg.Co
         (run_id,),
     ).fetchone()
     assert changed is not None
-    prune(database_url, RetentionPolicy(DAY_S, DAY_S, DAY_S, batch_rows=100, interval_s=1))
+    prune(database_url, RetentionPolicy(DAY_S, DAY_S, DAY_S, DAY_S, batch_rows=100, interval_s=1))
     assert ids(pg, "alert") == {open_id, changed["id"]}
     assert run_id in ids(pg, "run_log")  # an open alert repeated in it still points at it
 
 
-def test_serve_prunes_from_its_lifespan(database_url: str, pg: psycopg.Connection[Any], simulator: Any) -> None:
+def test_serve_prunes_from_its_always_on_loop(database_url: str, pg: psycopg.Connection[Any], simulator: Any) -> None:
     expired = add_run(pg, category_id=303, status="SUCCESS", days_ago=40)
     latest = add_run(pg, category_id=303, status="SUCCESS", days_ago=1)
     settings = make_settings(database_url, simulator.base_url, retention_runs_days=30, retention_failed_runs_days=30)
-    with Worker(settings, database_url):
+    with Worker(settings, database_url, unattended=True):
         wait_for(lambda: expired not in ids(pg, "run_log"), what="the expired run pruned by serve")
     assert latest in ids(pg, "run_log")

@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from .. import db
+from .. import db, retention
 from ..config import Settings
 from ..job import SyncJob
 from .loop import SchedulerLoop
@@ -31,18 +31,21 @@ class Unattended:
         self.loop = SchedulerLoop(database, settings, worker_id=job.worker_id, on_request=self.runner.wake.set)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.pruner = retention.Pruner(database, retention.RetentionPolicy.from_settings(settings))
 
     def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self.loop.run(self._stop, lambda: {"runner": self.runner.status()}), name="scheduler"),
             asyncio.create_task(self.runner.run(self._stop), name="request-runner"),
         ]
+        self.pruner.start()
         log.info("scheduler and request runner started", worker_id=self.loop.worker_id)
 
     def wake_runner(self) -> None:
         self.runner.wake.set()
 
     async def stop(self) -> None:
+        await self.pruner.stop()
         self._stop.set()
         self.runner.wake.set()
         runner_task = self._tasks[1] if len(self._tasks) > 1 else None

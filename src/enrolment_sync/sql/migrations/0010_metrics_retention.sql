@@ -146,6 +146,8 @@ revoke execute on function run_log_count_finished() from public;
 create index alert_resolved_at_idx on alert (resolved_at, id) where resolved;
 create index alert_open_run_idx on alert (run_id) where not resolved;
 create index alert_open_last_run_idx on alert (last_run_id) where not resolved;
+-- Served sync requests, deleted oldest first by the queue's own queue_prune_done.
+create index sync_request_done_idx on sync_request (processed_at) where status = 'DONE';
 
 -- The `ops` schema: views over the console's main questions for the Supabase SQL editor, times in KST.
 -- security_invoker: a view reads with the rights (and row level security) of whoever queries it. Supabase's
