@@ -1,7 +1,8 @@
 """`python -m bench ops [--runs N] [--records N] [--alerts N] [--repeat K]`: the console and /metrics at scale.
 
 A fresh database gets 100,000 runs over ten cohorts and a year, 1,000,000 records (ten cohorts of 100 courses x
-500 learners, a status row and a detail each), 100,000 alerts (5% open) and outbox messages, all written
+500 learners, a status row and a detail each, stored cohort by cohort and course by course as the sync writes
+them), 100,000 alerts (5% open) and outbox messages, all written
 server-side with generate_series (the runs through run_log's trigger, so /metrics' counters are real). Then the
 worker serves on loopback and every console page and /metrics is requested K times after one warm-up; an ASGI
 wrapper around the app measures each answer's server time (from the request reaching the app to its last
@@ -70,8 +71,9 @@ select t.source_type, e.category_id || ':' || e.course_id || ':' || e.user_id, e
        end,
        md5(t.source_type || e.n), 1, 1, now() - make_interval(secs => e.n), now() - make_interval(secs => e.n)
 from (
-    select n, %(first)s + n %% %(cohorts)s as category_id, 9000 + (n / %(cohorts)s) %% %(courses)s as course_id,
-           'u' || lpad((n / (%(cohorts)s * %(courses)s))::text, 7, '0') as user_id,
+    select n, %(first)s + n / (%(courses)s * %(users)s) as category_id,
+           9000 + (n / %(users)s) %% %(courses)s as course_id,
+           'u' || lpad((n %% %(users)s)::text, 7, '0') as user_id,
            (array['ENROLLED', 'IN_PROGRESS', 'COMPLETED', 'FAILED', 'CANCELLED'])[1 + n %% 5] as status,
            (array['수강신청', '수강중', '수료', '미수료', '수강취소'])[1 + n %% 5] as status_msg
     from generate_series(0, %(enrolments)s - 1) as n
@@ -137,7 +139,11 @@ def seed(url: str, *, runs: int, records: int, alerts: int) -> dict[str, float]:
     with psycopg.connect(url, autocommit=True) as conn:
         for name, statement, params in (
             ("runs", RUNS_SQL, shape),
-            ("records", RECORDS_SQL, {**shape, "enrolments": records // 2}),
+            (
+                "records",
+                RECORDS_SQL,
+                {**shape, "enrolments": records // 2, "users": records // 2 // COHORTS // COURSES},
+            ),
             ("alerts", ALERTS_SQL, shape),
             ("outbox", OUTBOX_SQL, shape),
         ):
