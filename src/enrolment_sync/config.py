@@ -10,6 +10,7 @@ import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .alert_policy import parse_quiet_hours
 from .errors import ConfigError
 
 JOB_NAME = "enrolment_sync"
@@ -111,6 +112,14 @@ class Settings(BaseSettings):
     request_lease_seconds: float = Field(default=60, gt=0)
     request_max_attempts: int = Field(default=3, ge=1)
     request_poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    # the alert lifecycle (docs/alerts.md)
+    quiet_hours: str = Field(
+        default="", description="KST window, e.g. 22:00-08:00: notifications below high wait for its end (one digest)."
+    )
+    notify_urls_escalate: str = Field(default="", description="Apprise URLs for high alerts nobody took up in time.")
+    escalate_after_minutes: float = Field(default=30, gt=0)
+    mass_change_share: float = Field(default=0.2, gt=0, le=1)
+    mass_change_min_rows: int = Field(default=20, ge=1)
 
     @field_validator("log_level")
     @classmethod
@@ -130,6 +139,12 @@ class Settings(BaseSettings):
         except ConfigError as exc:
             raise ValueError(f"RETRY_DELAYS: {exc}") from exc
         return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_hours(cls, value: str) -> str:
+        parse_quiet_hours(value)  # its ValueError names the expected shape
+        return value.strip()
 
     @model_validator(mode="after")
     def _console_passwords(self) -> Settings:

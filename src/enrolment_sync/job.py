@@ -70,9 +70,16 @@ class SyncJob:
         self, request: SyncRequest, *, progress: Progress | None = None, lock_wait_s: float = 0
     ) -> JobOutcome:
         """Run the sync; with `lock_wait_s`, wait up to that long for a held lease before failing as a conflict."""
-        await check_staleness(
-            self.db, self.settings, self.clock, category_id=request.category_id, job_name=self.job_name
-        )
+        outcome = await self._execute(request, progress, lock_wait_s)
+        if not outcome.ok:
+            # Staleness is judged after the request, never before it: a check before the run raised a STALE
+            # alert that the same run's success resolved, and it was paged all the same (issue 10.2).
+            await check_staleness(
+                self.db, self.settings, self.clock, category_id=request.category_id, job_name=self.job_name
+            )
+        return outcome
+
+    async def _execute(self, request: SyncRequest, progress: Progress | None, lock_wait_s: float) -> JobOutcome:
         run_id, conflict = await self._begin_waiting(request, lock_wait_s)
         if conflict is not None:
             log.info("lock conflict", run_id=run_id, error=conflict.message)
@@ -151,6 +158,8 @@ class SyncJob:
             cooldown_minutes=self.settings.alert_cooldown_minutes,
             fence=lambda conn: self._fence(conn, run_id),
             progress=progress,
+            mass_change_share=self.settings.mass_change_share,
+            mass_change_min_rows=self.settings.mass_change_min_rows,
         )
         engine_task = asyncio.create_task(engine.sync_categories(request))
         lost = asyncio.Event()

@@ -7,6 +7,7 @@ never written. The engine knows nothing of run_log or leases beyond the fence it
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -14,7 +15,8 @@ from typing import Any, Literal
 import psycopg
 
 from . import db
-from .alerts import AlertSpec, changed_alert
+from .alert_policy import is_mass_change
+from .alerts import AlertSpec, changed_alert, mass_change_alert
 from .clock import Clock
 from .errors import UpstreamDataError
 from .failures import Severity
@@ -69,6 +71,7 @@ class SyncSummary:
     rejected: list[dict[str, Any]] = field(default_factory=list)
     empty_course_lists: list[dict[str, int]] = field(default_factory=list)
     upstream_codes: dict[str, int] = field(default_factory=dict)  # by answer status code; "none": no answer
+    mass_changes: list[dict[str, Any]] = field(default_factory=list)
 
     PUBLIC = (
         "categories_processed",
@@ -193,6 +196,8 @@ class SyncEngine:
         fence: Fence | None = None,
         course_concurrency: int = 4,
         progress: Progress | None = None,
+        mass_change_share: float = 0.2,
+        mass_change_min_rows: int = 20,
     ) -> None:
         self.db = database
         self.client = client
@@ -203,6 +208,11 @@ class SyncEngine:
         self.course_slots = asyncio.Semaphore(course_concurrency)
         self.progress = progress or (lambda _event, _data: None)
         self.summary = SyncSummary()
+        self.mass_change_share = mass_change_share
+        self.mass_change_min_rows = mass_change_min_rows
+        # per cohort in this run: status rows seen, and changed status rows by (old status, new status)
+        self._cohort_rows: Counter[int] = Counter()
+        self._cohort_changes: dict[int, Counter[tuple[str, str]]] = {}
 
     async def sync_categories(self, request: SyncRequest) -> SyncSummary:
         """The category and up to max_categories - 1 of its subcategories, each course stored as it is fetched."""
@@ -228,6 +238,31 @@ class SyncEngine:
             return
         await _all_or_first_error([self._course(category_id, course, cap) for course in courses])
         await self._mark_dropped_courses(category_id, [int(c["id"]) for c in courses])
+        await self._guard_mass_change(category_id)
+
+    async def _guard_mass_change(self, category_id: int) -> None:
+        """Too large a share of a cohort changed at once (an upstream glitch, a bulk edit): one high 대량 변경
+        alert with the counts, and the run's per-learner CHANGED alerts of the cohort folded into it."""
+        rows, changes = self._cohort_rows[category_id], self._cohort_changes.get(category_id, Counter())
+        changed = sum(changes.values())
+        if not is_mass_change(rows, changed, share=self.mass_change_share, min_rows=self.mass_change_min_rows):
+            return
+        spec = mass_change_alert(
+            category_id, run_id=self.run_id, status_rows=rows, transitions=dict(changes), share=self.mass_change_share
+        )
+        async with self.db.transaction() as conn:
+            if self.fence is not None:
+                await self.fence(conn)
+            raised = await alerts.raise_mass_change(
+                conn,
+                spec,
+                run_id=self.run_id,
+                category_id=category_id,
+                now=self.clock.now(),
+                cooldown_minutes=self.cooldown_minutes,
+            )
+        self.summary.created_alerts += len(raised.created)
+        self.summary.mass_changes.append({"category_id": category_id, "status_rows": rows, "changed": changed})
 
     async def _empty_list_left_alone(self, category_id: int) -> bool:
         """An empty course list for a category with stored records is not believed: alert, mark nothing."""
@@ -347,6 +382,11 @@ class SyncEngine:
                 now=now,
                 cooldown_minutes=self.cooldown_minutes,
             )
+            self._cohort_rows[fetched.category_id] += fetched.status_rows
+            changes = self._cohort_changes.setdefault(fetched.category_id, Counter())
+            for spec in specs:
+                before, after = spec.detail["before"], spec.detail["after"]
+                changes[(str(before.get("status")), str(after.get("status")))] += 1
             sheet_rows = self._sheet_rows(fetched, d.new, [rec for rec, _ in d.changed])
             await records.queue_sheet_rows(conn, sheet_rows, run_id=self.run_id, now=now)
         s = self.summary

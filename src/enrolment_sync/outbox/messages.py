@@ -40,6 +40,10 @@ def change_digest(
         lines.append(f"- 시트 반영 대기 중: {facts['open_count']}행")
     if facts.get("dead_count"):
         lines.append(f"- 시트 반영 실패(dead): {facts['dead_count']}행 — 운영 확인 필요")
+    if any(a.get("source_type") == "mass_change" for a in alerts):
+        lines.append(
+            "- 대량 변경: 학습자별 변경 알림 대신 대량 변경 알림 하나로 묶었습니다 (기록과 시트는 모두 반영됨)"
+        )
     if alerts:
         lines.append("")
         lines.append(f"수강 상태 변경 알림 {alert_total}건:")
@@ -131,3 +135,50 @@ def _unconfirmed(messages: Sequence[Mapping[str, Any]]) -> dict[str, int]:
         for channel, n in (m.get("sent_unconfirmed") or {}).items():
             total[str(channel)] = total.get(str(channel), 0) + int(n)
     return total
+
+
+def mass_change(alert: Mapping[str, Any]) -> Message:
+    """A 대량 변경 alert: a cohort's status rows changed in bulk; the counts by old and new status."""
+    detail = alert.get("detail") or {}
+    lines = [
+        f"대량 변경 · 기수(category) {detail.get('category_id', '?')} · 실행 #{detail.get('run_id', '?')}",
+        f"- 상태 행 {detail.get('status_rows', '?')}개 중 {detail.get('changed', '?')}개 변경"
+        f" (기준 {float(detail.get('share') or 0):.0%} 초과)",
+        *[f"- {t['from']} → {t['to']}: {t['count']}명" for t in detail.get("transitions") or []],
+        f"- 알림 id: {alert.get('id')}",
+        "",
+        "기록과 시트는 그대로 반영되었고, 학습자별 변경 알림은 이 알림 하나로 묶였습니다.",
+        "조치: KVCA 쪽 일괄 변경인지 확인하세요. 오류라면 upstream 수정 후 다시 동기화하면 됩니다.",
+    ]
+    return Message(f"{TITLE_PREFIX} 대량 변경 [category {detail.get('category_id', '?')}]", "\n".join(lines), "warning")
+
+
+def escalation(alert: Mapping[str, Any], first: Message, *, after_minutes: float) -> Message:
+    """A high alert nobody acknowledged or resolved in time, sent again to the escalation channels."""
+    head = (
+        f"에스컬레이션: 알림 {alert.get('id')} 이(가) {after_minutes:g}분 넘게 확인(ack)도 해결도 되지 않았습니다.\n"
+        f"확인: enrolment-sync alerts ack {alert.get('id')} --note '...'\n\n"
+    )
+    return Message(f"{TITLE_PREFIX} [에스컬레이션] {first.title.removeprefix(TITLE_PREFIX).strip()}", head + first.body)
+
+
+def recovery(alert: Mapping[str, Any], *, lasted: str) -> Message:
+    """복구: an alert that was sent is resolved; how long it lasted and who resolved it."""
+    what = str(alert.get("message") or "")[:200]
+    lines = [
+        f"복구: 알림 {alert.get('id')} ({alert.get('alert_type')}) 이(가) 해결되었습니다. 지속 시간 {lasted}.",
+        f"- 해결: {alert.get('resolved_by') or '-'}",
+        f"- 원래 알림: {what}",
+    ]
+    return Message(
+        f"{TITLE_PREFIX} 복구 [{alert.get('alert_type')}] {alert.get('source_id')}", "\n".join(lines), "success"
+    )
+
+
+def quiet_digest(held: Sequence[Message], *, window: str) -> Message:
+    """What quiet hours held back, sent as one message when the window ends."""
+    lines = [f"조용한 시간({window} KST) 동안 보류된 알림 {len(held)}건입니다.", ""]
+    for number, message in enumerate(held, start=1):
+        lines += [f"[{number}] {message.title.removeprefix(TITLE_PREFIX).strip()}", message.body, ""]
+    worst = "warning" if any(m.notify_type in ("warning", "failure") for m in held) else "info"
+    return Message(f"{TITLE_PREFIX} 조용한 시간 알림 모음 {len(held)}건", "\n".join(lines).rstrip(), worst)

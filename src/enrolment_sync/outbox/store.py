@@ -47,6 +47,7 @@ NOTIFICATION_QUEUE = Queue(
             "delivered_to",
             "created_at",
             "sent_unconfirmed",
+            "quiet_held",
         ),
         dead_group="kind",
         dead_columns=("kind", "delivered_to", "sent_unconfirmed"),
@@ -80,6 +81,7 @@ class Notification:
     delivered_to: list[str]
     created_at: dt.datetime
     sent_unconfirmed: dict[str, int]  # channel (redacted URL) -> POSTs whose outcome no consumer recorded
+    quiet_held: bool = False  # held back by quiet hours: goes out in the digest after the window
 
 
 class OutboxStore:
@@ -220,6 +222,39 @@ class OutboxStore:
         again = NOTIFICATION_QUEUE.retry([retry], consumer=self.consumer_id, error=error)
         rows = self._run("retry notification_outbox", self._delivered(note, delivered_to), again)[1]
         return rows[0] if rows else None
+
+    # -- the alert lifecycle (docs/alerts.md) ----------------------------------------------------
+
+    def enqueue_lifecycle(self, *, lookback_s: float, escalate_after_s: float | None) -> dict[str, int]:
+        """Queue 대량 변경 alerts, 복구 notices, and escalations when escalation channels are configured."""
+        statements = [
+            Statement(db.query("outbox_mass_change_enqueue"), {"lookback_s": lookback_s}),
+            Statement(db.query("outbox_recovery_enqueue"), {"lookback_s": lookback_s}),
+        ]
+        if escalate_after_s is not None:
+            params = {"lookback_s": lookback_s, "after_s": escalate_after_s}
+            statements.append(Statement(db.query("outbox_escalation_enqueue"), params))
+        rows = self._run("queue alert lifecycle notices", *statements)
+        return dict(zip(("mass_change", "recovery", "escalation"), (len(r) for r in rows), strict=False))
+
+    def alert_state(self, alert_id: int) -> dict[str, Any] | None:
+        """An alert with what decides whether its notice goes out now (outbox_alert_state)."""
+        rows = self._all("outbox_alert_state", {"alert_id": alert_id})
+        return rows[0] if rows else None
+
+    def notification_skipped(self, message_id: int, why: str) -> bool:
+        """A notice not sent, and why: done, never retried."""
+        skipped = Statement(
+            db.query("outbox_notification_skipped"), {"id": message_id, "consumer": self.consumer_id, "why": why}
+        )
+        done = NOTIFICATION_QUEUE.done([message_id], consumer=self.consumer_id)
+        return bool(self._run("skip notification_outbox", skipped, done)[1])
+
+    def notification_hold(self, ids: Sequence[int], *, delay_s: float) -> None:
+        """Held back by quiet hours until their end: marked, and given back untried."""
+        hold = Statement(db.query("outbox_notification_hold"), {"ids": list(ids), "consumer": self.consumer_id})
+        again = NOTIFICATION_QUEUE.release(ids, consumer=self.consumer_id, delay_s=delay_s)
+        self._run("hold notification_outbox", hold, again)
 
     def digest_facts(self, run_id: int, category_id: int, *, created_at: dt.datetime) -> dict[str, Any]:
         """What a digest says, and its age (`age_s`) by the database's clock."""

@@ -19,6 +19,8 @@ from typing import Literal
 import structlog
 
 from .. import db
+from ..alert_policy import ALERT_NOTICE_KINDS, AlertState, lasted_ko, notice_skipped, parse_quiet_hours
+from ..clock import Clock, SystemClock
 from ..config import Settings
 from ..errors import DatabaseError, LeaseLost
 from ..queue import Queue, Retry
@@ -54,6 +56,9 @@ class Counters:
     notifications_retried: int = 0
     notifications_dead: int = 0
     notifications_deferred: int = 0
+    notifications_skipped: int = 0
+    notifications_held: int = 0
+    lifecycle_queued: int = 0
     dead_letter_alerts: int = 0
     released: int = 0
     pruned: int = 0
@@ -315,6 +320,11 @@ class Defer:
     delay_s: float
 
 
+@dataclass(frozen=True)
+class Skip:
+    why: str  # resolved, silenced, inhibited, acknowledged: kept on the notification, never sent
+
+
 class NotifyConsumer(Consumer):
     def __init__(
         self,
@@ -326,19 +336,27 @@ class NotifyConsumer(Consumer):
         stop: threading.Event,
         counters: Counters,
         sheet_location: str,
+        clock: Clock | None = None,
     ) -> None:
         super().__init__(NOTIFICATION_QUEUE, store, settings, batch=batch, stop=stop, counters=counters)
         self.channels = channels
         self.sheet_location = sheet_location
         self.urls = split_urls(settings.notify_urls)
         self.urls_high = split_urls(settings.notify_urls_high)
+        self.urls_escalate = split_urls(settings.notify_urls_escalate)
+        self.quiet = parse_quiet_hours(settings.quiet_hours)
+        self.clock = clock or SystemClock()
         self.defer_s = settings.outbox_poll_interval_seconds
 
     def step(self) -> int:
         """Deliver one batch; returns how many were handled (deferred digests do not count)."""
         max_attempts = self.settings.outbox_max_attempts
-        queued = self.store.enqueue_failed_alerts(lookback_s=self.settings.outbox_alert_lookback_hours * 3600)
+        lookback_s = self.settings.outbox_alert_lookback_hours * 3600
+        queued = self.store.enqueue_failed_alerts(lookback_s=lookback_s)
         self.counters.failed_alerts_queued += queued
+        escalate_s = self.settings.escalate_after_minutes * 60 if self.urls_escalate else None
+        lifecycle = self.store.enqueue_lifecycle(lookback_s=lookback_s, escalate_after_s=escalate_s)
+        self.counters.lifecycle_queued += sum(lifecycle.values())
         handled = 0
         expired = self.store.park_expired(NOTIFICATION_QUEUE, max_attempts=max_attempts)
         self.counters.notifications_dead += len(expired)
@@ -346,6 +364,9 @@ class NotifyConsumer(Consumer):
         self.dead.sweep()
         self.housekeeping.maybe_prune()
         claimed = self.store.claim_notifications(batch=self.batch, max_attempts=max_attempts)
+        claimed, held = self._quiet_hours(claimed)
+        if held:
+            handled += self._held_digest(held)
         for number, note in enumerate(claimed):
             if self.stop.is_set():
                 rest = [n.id for n in claimed[number:]]
@@ -361,7 +382,7 @@ class NotifyConsumer(Consumer):
             handled += int(self._one(note))
         return handled
 
-    def _render(self, note: Notification) -> messages.Message | Defer:
+    def _render(self, note: Notification) -> messages.Message | Defer | Skip:
         if note.kind == "CHANGE_DIGEST":
             assert note.run_id is not None and note.category_id is not None
             facts = self.store.digest_facts(note.run_id, note.category_id, created_at=note.created_at)
@@ -380,41 +401,132 @@ class NotifyConsumer(Consumer):
                 alert_total=total,
                 sheet_location=self.sheet_location,
             )
-        if note.kind in ("FAILED_ALERT", "STALE_ALERT"):
-            alert = self.store.alert(note.alert_id) if note.alert_id is not None else None
-            if alert is None:
-                raise LookupError(f"alert {note.alert_id} no longer exists")
-            return messages.failed_alert(alert) if note.kind == "FAILED_ALERT" else messages.stale_alert(alert)
+        if note.kind in ALERT_NOTICE_KINDS or note.kind == "ALERT_RECOVERY":
+            return self._render_alert(note)
         if note.kind == "DEAD_MESSAGE":
             return messages.dead_letter(note.payload)
         raise ValueError(f"unknown notification kind {note.kind!r}")
 
-    def _one(self, note: Notification) -> bool:
-        delivered = list(note.delivered_to)
+    def _render_alert(self, note: Notification) -> messages.Message | Skip:
+        """An alert's notice, its escalation or its 복구 notice, unless the lifecycle says not to send it."""
+        alert = self.store.alert_state(note.alert_id) if note.alert_id is not None else None
+        if alert is None:
+            raise LookupError(f"alert {note.alert_id} no longer exists")
+        if note.kind == "ALERT_RECOVERY":
+            lasted = lasted_ko((alert["resolved_at"] - alert["created_at"]).total_seconds())
+            return messages.recovery(alert, lasted=lasted)
+        state = AlertState(
+            alert_type=alert["alert_type"],
+            resolved=alert["resolved"],
+            acknowledged=alert["acknowledged"],
+            silence_id=alert["active_silence_id"],
+            inhibited_by=alert["inhibited_by"],
+        )
+        why = notice_skipped(note.kind, state)
+        if why is not None:
+            return Skip(why)
+        if alert["alert_type"] == "FAILED":
+            first = messages.failed_alert(alert)
+        elif alert["alert_type"] == "STALE":
+            first = messages.stale_alert(alert)
+        else:
+            first = messages.mass_change(alert)
+        if note.kind == "ESCALATION":
+            return messages.escalation(alert, first, after_minutes=self.settings.escalate_after_minutes)
+        return first
+
+    def _targets(self, note: Notification) -> list[str]:
+        """Escalations go to NOTIFY_URLS_ESCALATE; a 복구 notice to the channels the alert reached; the rest by
+        severity."""
+        if note.kind == "ESCALATION":
+            return list(self.urls_escalate)
+        if note.kind == "ALERT_RECOVERY":
+            reached = set(note.payload.get("channels") or [])
+            every = dict.fromkeys(self.urls + self.urls_high + self.urls_escalate)
+            return [url for url in every if channel_id(url) in reached]
+        return channels_for(note.severity, urls=self.urls, urls_high=self.urls_high)
+
+    def _prepare(self, note: Notification) -> messages.Message | Defer | None:
+        """The message to send; Defer when given back for later (not work done); None when the note was settled
+        here (it could not be rendered, or it is not to be sent)."""
         try:
             rendered = self._render(note)
         except DatabaseError:
             raise
         except Exception as exc:
-            self._failed(note, delivered, f"cannot render: {type(exc).__name__}: {exc}")
-            return True
+            self._failed(note, list(note.delivered_to), f"cannot render: {type(exc).__name__}: {exc}")
+            return None
         if isinstance(rendered, Defer):
             self.store.release(NOTIFICATION_QUEUE, [note.id], delay_s=rendered.delay_s)
             self.counters.notifications_deferred += 1
-            return False
-        rendered = dataclasses.replace(rendered, title=redact(rendered.title), body=redact(rendered.body))
-        targets = channels_for(note.severity, urls=self.urls, urls_high=self.urls_high)
+            return rendered
+        if isinstance(rendered, Skip):
+            self.store.notification_skipped(note.id, rendered.why)
+            self.counters.notifications_skipped += 1
+            log.info("notification not sent", id=note.id, kind=note.kind, alert_id=note.alert_id, why=rendered.why)
+            return None
+        return dataclasses.replace(rendered, title=redact(rendered.title), body=redact(rendered.body))
+
+    def _send(
+        self, notes: list[Notification], targets: list[str], message: messages.Message, delivered: list[str]
+    ) -> list[str]:
+        """Deliver the message of `notes` to each target not yet reached (appended to `delivered`); returns the
+        channels that failed."""
         if not targets:
-            log.info("notification (no channel configured)", kind=note.kind, title=rendered.title, body=rendered.body)
+            log.info("notification (no channel configured)", title=message.title, body=message.body)
         failed: list[str] = []
         for url in targets:
             if channel_id(url) in delivered:
                 continue
-            self.store.notification_sending(note, redacted(url))
-            if self.channels.send(url, rendered):
+            for note in notes:
+                self.store.notification_sending(note, redacted(url))
+            if self.channels.send(url, message):
                 delivered.append(channel_id(url))
             else:
                 failed.append(redacted(url))
+        return failed
+
+    def _quiet_hours(self, claimed: list[Notification]) -> tuple[list[Notification], list[Notification]]:
+        """Inside quiet hours, notes below high are held to the window's end (untried); after it, the held ones
+        come back together. Returns (notes to send one by one, held notes to send as one digest)."""
+        if self.quiet is None:
+            return claimed, []
+        now = self.clock.now()
+        until = self.quiet.held_until(now)
+        if until is None:
+            return [n for n in claimed if not n.quiet_held], [n for n in claimed if n.quiet_held]
+        hold = [n.id for n in claimed if n.severity != "high"]
+        if hold:
+            self.store.notification_hold(hold, delay_s=(until - now).total_seconds())
+            self.counters.notifications_held += len(hold)
+            log.info("notifications held by quiet hours", count=len(hold), until=until.isoformat())
+        return [n for n in claimed if n.severity == "high"], []
+
+    def _held_digest(self, held: list[Notification]) -> int:
+        """What quiet hours held back, as one message to the channels any of them was meant for."""
+        parts = [(note, m) for note in held if isinstance(m := self._prepare(note), messages.Message)]
+        if not parts:
+            return len(held)
+        digest = messages.quiet_digest([m for _, m in parts], window=self.settings.quiet_hours)
+        targets = list(dict.fromkeys(url for note, _ in parts for url in self._targets(note)))
+        delivered = sorted(set.intersection(*(set(note.delivered_to) for note, _ in parts)))
+        failed = self._send([note for note, _ in parts], targets, digest, delivered)
+        for note, _ in parts:
+            if failed:
+                self._failed(note, delivered, f"delivery failed on {', '.join(failed)}")
+            else:
+                self.store.notification_done(note, delivered)
+        if not failed:
+            self.counters.notifications_sent += len(parts)
+            log.info("quiet-hours digest delivered", notes=len(parts), channels=len(delivered))
+        return len(held)
+
+    def _one(self, note: Notification) -> bool:
+        rendered = self._prepare(note)
+        if not isinstance(rendered, messages.Message):
+            return rendered is None
+        delivered = list(note.delivered_to)
+        failed = self._send([note], self._targets(note), rendered, delivered)
         if failed:
             self._failed(note, delivered, f"delivery failed on {', '.join(failed)}")
             return True
@@ -458,6 +570,7 @@ def build(
     consumer_id: str | None = None,
     target: SheetTarget | None = None,
     channels: Channels | None = None,
+    clock: Clock | None = None,
 ) -> Consumers:
     """Wire the consumers of one process (tests pass a target or channels of their own)."""
     store = OutboxStore(
@@ -482,7 +595,11 @@ def build(
         )
     if only in (None, "notify"):
         if channels is None:
-            channels = AppriseChannels(split_urls(settings.notify_urls) + split_urls(settings.notify_urls_high))
+            channels = AppriseChannels(
+                split_urls(settings.notify_urls)
+                + split_urls(settings.notify_urls_high)
+                + split_urls(settings.notify_urls_escalate)
+            )
         location = target.location if target is not None else "Google Sheet / local workbook"
         notify = NotifyConsumer(
             store,
@@ -492,6 +609,7 @@ def build(
             stop=stop,
             counters=counters,
             sheet_location=location,
+            clock=clock,
         )
     return Consumers(store, sheet, notify, counters, target)
 

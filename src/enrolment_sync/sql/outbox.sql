@@ -13,7 +13,7 @@ on conflict (dedupe_key) do nothing
 returning id;
 
 -- outbox_failed_alerts_enqueue --
--- One notification per high-severity FAILED or STALE alert of the lookback window not queued yet.
+-- One notification per open, unsilenced high-severity FAILED or STALE alert of the lookback window not queued yet.
 insert into notification_outbox (kind, dedupe_key, severity, run_id, category_id, alert_id, payload)
 select case a.alert_type when 'FAILED' then 'FAILED_ALERT' else 'STALE_ALERT' end,
        lower(a.alert_type) || '-alert:' || a.id, 'high', a.run_id,
@@ -21,7 +21,7 @@ select case a.alert_type when 'FAILED' then 'FAILED_ALERT' else 'STALE_ALERT' en
        jsonb_build_object('alert_id', a.id)
 from alert a
 left join run_log r on r.id = a.run_id
-where a.alert_type in ('FAILED', 'STALE') and a.severity = 'high'
+where a.alert_type in ('FAILED', 'STALE') and a.severity = 'high' and not a.resolved and a.silence_id is null
   and a.created_at >= now() - make_interval(secs => %(lookback_s)s)
 order by a.id
 on conflict (dedupe_key) do nothing
@@ -56,12 +56,14 @@ left join sheet_outbox s on s.run_id = k.run_id and s.category_id = %(category_i
 group by r.status, r.trigger_type, r.started_at, r.finished_at;
 
 -- outbox_digest_alerts --
--- The CHANGED alerts a run raised (or repeated) for a category, most severe first.
-select id, severity, source_id, message, occurrences
-from alert
-where alert_type = 'CHANGED' and (run_id = %(run_id)s or last_run_id = %(run_id)s)
-  and (detail ->> 'category_id') = %(category_id)s::text
-order by case severity when 'high' then 0 when 'medium' then 1 else 2 end, id
+-- The CHANGED alerts a run raised (or repeated) for a category, most severe first (a 대량 변경 alert first of
+-- all); neither those folded into a 대량 변경 alert nor silenced ones.
+select a.id, a.severity, a.source_type, a.source_id, a.message, a.occurrences
+from alert a
+where a.alert_type = 'CHANGED' and (a.run_id = %(run_id)s or a.last_run_id = %(run_id)s)
+  and (a.detail ->> 'category_id') = %(category_id)s::text
+  and not a.detail ? 'folded_into' and a.silence_id is null and enrolment_sync_alert_silence(a, now()) is null
+order by a.source_type = 'mass_change' desc, case a.severity when 'high' then 0 when 'medium' then 1 else 2 end, a.id
 limit %(limit)s;
 
 -- outbox_alert_get --

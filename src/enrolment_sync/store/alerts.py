@@ -7,6 +7,9 @@ others for the same key (FAILED from lock conflicts, STALE, DEAD_LETTER) pass `s
 transaction-scoped advisory lock per key, after which the cooldown check sees the other's committed row. That
 needs READ COMMITTED (a later snapshot per statement), which db.Database sets on every transaction explicitly:
 under a database default of REPEATABLE READ the snapshot would predate the lock and both would create.
+
+The lifecycle (docs/alerts.md): an alert an active silence matches is marked with it when raised; alerts
+are acknowledged here; silences are added, listed and removed here. What is sent is the outbox's decision.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from .. import db
-from ..alerts import AlertSpec
+from ..alerts import AlertSpec, SilenceSpec
 from ..redact import redact_json
 
 REPEATS_KEPT = 20  # detail.repeats of an alert keeps this many of the newest repeats; occurrences counts all
@@ -66,6 +69,7 @@ async def raise_alerts(
             "repeats_kept": REPEATS_KEPT,
         },
     )
+    await _mark_silenced(conn, [r["id"] for r in rows if r["created"]], now=now)
     return Raised(
         [(r["source_id"], r["id"]) for r in rows if r["created"]],
         [(r["source_id"], r["id"]) for r in rows if not r["created"]],
@@ -119,3 +123,57 @@ async def resolve_paused(conn: psycopg.AsyncConnection[Any], source_id: str, *, 
     """Resolve a category's open "schedules paused" alert (a schedule of it was resumed by hand)."""
     rows = await db.fetch_all(conn, "alerts_resolve_paused", {"source_id": source_id, "resolved_by": by})
     return [int(r["id"]) for r in rows]
+
+
+async def _mark_silenced(conn: psycopg.AsyncConnection[Any], ids: list[int], *, now: dt.datetime) -> None:
+    if ids:
+        await db.fetch_all(conn, "alerts_mark_silenced", {"ids": ids, "now": now})
+
+
+async def acknowledge(
+    conn: psycopg.AsyncConnection[Any], alert_id: int, *, by: str, note: str | None, now: dt.datetime
+) -> dict[str, Any] | None:
+    """Someone is on it; None when there is no open, unacknowledged alert of that id (see `get`)."""
+    params = {"alert_id": alert_id, "by": by, "note": note, "now": now}
+    return await db.fetch_one(conn, "alerts_acknowledge", params)
+
+
+async def add_silence(
+    conn: psycopg.AsyncConnection[Any], silence: SilenceSpec, *, by: str, now: dt.datetime
+) -> dict[str, Any]:
+    """Store a silence; alerts it matches are recorded as usual and never sent while it lasts."""
+    row = await db.fetch_one(conn, "silence_insert", {**silence.as_params(), "by": by, "now": now})
+    assert row is not None
+    return row
+
+
+async def silences(
+    conn: psycopg.AsyncConnection[Any], *, now: dt.datetime, include_ended: bool = False, limit: int = 100
+) -> list[dict[str, Any]]:
+    """Silences not removed (current and future; ended ones too with `include_ended`), newest first."""
+    params = {"now": now, "include_ended": include_ended, "limit": limit}
+    return await db.fetch_all(conn, "silence_list", params)
+
+
+async def remove_silence(conn: psycopg.AsyncConnection[Any], silence_id: int, *, by: str, now: dt.datetime) -> bool:
+    """End a silence by hand; False when there is none of that id (or it was removed already)."""
+    return await db.fetch_one(conn, "silence_remove", {"silence_id": silence_id, "by": by, "now": now}) is not None
+
+
+async def raise_mass_change(
+    conn: psycopg.AsyncConnection[Any],
+    spec: AlertSpec,
+    *,
+    run_id: int,
+    category_id: int,
+    now: dt.datetime,
+    cooldown_minutes: float,
+) -> Raised:
+    """One 대량 변경 alert for a cohort, and the run's per-learner CHANGED alerts of it folded into it."""
+    raised = await raise_alerts(
+        conn, "CHANGED", [spec], run_id=run_id, now=now, cooldown_minutes=cooldown_minutes, serialise=True
+    )
+    into = (raised.created or raised.suppressed)[0][1]
+    params = {"run_id": run_id, "category_id": category_id, "into_id": into, "now": now}
+    await db.fetch_all(conn, "mass_change_fold", params)
+    return raised
