@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import db
+from .alerts_cli import ack_command, silence_app
 from .errors import EnrolmentSyncError
 from .history_cli import export_command, history_command, report_command
 from .keymigration import migrate_keys_command
@@ -33,6 +34,8 @@ app.add_typer(alerts_app, name="alerts")
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(schedule_app, name="schedule")
 app.add_typer(notify_app, name="notify")
+app.add_typer(silence_app, name="silence")
+alerts_app.command("ack")(ack_command)
 app.command("migrate-keys")(migrate_keys_command)
 app.command("history")(history_command)
 app.command("report")(report_command)
