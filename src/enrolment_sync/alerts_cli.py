@@ -71,11 +71,8 @@ def ack_command(
     if existing["resolved"]:
         console.print(Text(f"alert {alert_id} is already resolved ({_kst(existing['resolved_at'])})"))
         return
-    console.print(
-        Text(
-            f"alert {alert_id} was already acknowledged by {existing['acknowledged_by']} ({_kst(existing['acknowledged_at'])})"
-        )
-    )
+    when = _kst(existing["acknowledged_at"])
+    console.print(Text(f"alert {alert_id} was already acknowledged by {existing['acknowledged_by']} ({when})"))
 
 
 @silence_app.command("add")
