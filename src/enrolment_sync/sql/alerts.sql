@@ -49,7 +49,7 @@ returning a.id;
 -- One alert with what decides whether its notice goes out now: resolved, acknowledged, an active silence, and
 -- for a STALE alert an open job-wide FAILED alert (HTTP_5XX, TIMEOUT) whose failed runs include its category.
 select a.id, a.alert_type, a.severity, a.source_type, a.source_id, a.message, a.detail, a.run_id, a.occurrences,
-       a.created_at, a.resolved, a.resolved_at, a.acknowledged_at is not null as acknowledged,
+       a.created_at, a.resolved, a.resolved_at, a.resolved_by, a.acknowledged_at is not null as acknowledged,
        coalesce(a.silence_id, enrolment_sync_alert_silence(a, now())) as active_silence_id,
        (select f.id
         from alert f
