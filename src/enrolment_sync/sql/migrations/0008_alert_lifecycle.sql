@@ -59,6 +59,5 @@ alter table notification_outbox add column quiet_held boolean not null default f
 alter table notification_outbox add column skipped text;
 create index notification_outbox_alert_idx on notification_outbox (alert_id) where alert_id is not null;
 
--- Recovery notices and escalation look at recently resolved and still open high alerts.
-create index alert_resolved_at_idx on alert (resolved_at) where resolved;
+-- Escalation looks at still open high alerts (recovery notices read 0010's alert_resolved_at_idx).
 create index alert_open_high_idx on alert (created_at) where not resolved and severity = 'high';
