@@ -71,9 +71,9 @@ select t.source_type, e.category_id || ':' || e.course_id || ':' || e.user_id, e
        end,
        md5(t.source_type || e.n), 1, 1, now() - make_interval(secs => e.n), now() - make_interval(secs => e.n)
 from (
-    select n, %(first)s + n / (%(courses)s * %(users)s) as category_id,
-           9000 + (n / %(users)s) %% %(courses)s as course_id,
-           'u' || lpad((n %% %(users)s)::text, 7, '0') as user_id,
+    select n, %(first)s + n / (%(courses)s::int * %(users)s::int) as category_id,
+           9000 + (n / %(users)s::int) %% %(courses)s::int as course_id,
+           'u' || lpad((n %% %(users)s::int)::text, 7, '0') as user_id,
            (array['ENROLLED', 'IN_PROGRESS', 'COMPLETED', 'FAILED', 'CANCELLED'])[1 + n %% 5] as status,
            (array['수강신청', '수강중', '수료', '미수료', '수강취소'])[1 + n %% 5] as status_msg
     from generate_series(0, %(enrolments)s - 1) as n
@@ -142,7 +142,7 @@ def seed(url: str, *, runs: int, records: int, alerts: int) -> dict[str, float]:
             (
                 "records",
                 RECORDS_SQL,
-                {**shape, "enrolments": records // 2, "users": records // 2 // COHORTS // COURSES},
+                {**shape, "enrolments": records // 2, "users": max(1, records // 2 // COHORTS // COURSES)},
             ),
             ("alerts", ALERTS_SQL, shape),
             ("outbox", OUTBOX_SQL, shape),
