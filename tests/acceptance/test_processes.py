@@ -52,7 +52,7 @@ class Served:
             except httpx.HTTPError:
                 return False
 
-        wait_for(healthy, timeout_s=30, what="the worker to answer /healthz")
+        wait_for(healthy, timeout_s=60, what="the worker to answer /healthz")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -67,7 +67,7 @@ def slow_simulator() -> Iterator[Any]:
 
 
 def test_sigkill_mid_run_then_lease_expiry(database_url: str, slow_simulator: Any) -> None:
-    ttl_s = 5
+    ttl_s = 8  # renewed every ttl/3: the kill leaves over 5 s of live lease for the request that must be refused
     env = _env(
         DATABASE_URL=database_url,
         KVCA_BASE_URL=slow_simulator.base_url,
@@ -76,7 +76,11 @@ def test_sigkill_mid_run_then_lease_expiry(database_url: str, slow_simulator: An
         LOG_LEVEL="WARNING",
     )
     first = Served(env)
+    second: Served | None = None
     try:
+        # Started before the run: on a loaded machine a worker takes seconds to start, and the run must still be
+        # going when the first worker is killed.
+        second = Served(env)
         threading.Thread(
             target=lambda: _swallow(lambda: httpx.post(f"{first.url}/jobs/enrolment-sync", json=STEP1, timeout=60)),
             daemon=True,
@@ -89,16 +93,14 @@ def test_sigkill_mid_run_then_lease_expiry(database_url: str, slow_simulator: An
                 ).fetchone()
                 return bool(row and row[0] > 0)
 
-            wait_for(mid_run, timeout_s=30, what="the first course to be stored while the run is RUNNING")
-            second = Served(env)  # started first, so the kill is followed at once by a request
+            wait_for(mid_run, timeout_s=60, what="the first course to be stored while the run is RUNNING")
             first.proc.send_signal(signal.SIGKILL)
-            first.proc.wait(timeout=10)
-            dead_run = pg.execute("select id from run_log where status = 'RUNNING'").fetchone()
-            assert dead_run is not None
-            stored_before = pg.execute("select count(*) from source_record").fetchone()[0]
-
+            first.proc.wait(timeout=30)
             try:
                 blocked = httpx.post(f"{second.url}/jobs/enrolment-sync", json=STEP1, timeout=60)
+                dead_run = pg.execute("select id from run_log where status = 'RUNNING'").fetchone()
+                assert dead_run is not None
+                stored_before = pg.execute("select count(*) from source_record").fetchone()[0]
                 assert blocked.status_code == 409, blocked.text
                 assert "job_lock active" in blocked.json()["error"]
 
@@ -109,7 +111,6 @@ def test_sigkill_mid_run_then_lease_expiry(database_url: str, slow_simulator: An
                 ok = wait_for(succeeded, timeout_s=ttl_s * 10, what="a run to succeed after the lease expired")
             finally:
                 second.stop()
-
             dead = pg.execute(
                 "select status, error_group, error_message, finished_at from run_log where id = %s", (dead_run[0],)
             ).fetchone()
@@ -128,6 +129,8 @@ def test_sigkill_mid_run_then_lease_expiry(database_url: str, slow_simulator: An
             assert pg.execute("select count(*) from job_lock").fetchone()[0] == 0
     finally:
         first.stop()
+        if second is not None:
+            second.stop()
 
 
 def _swallow(call: Callable[[], Any]) -> None:

@@ -14,8 +14,10 @@ from tests.waiting import wait_for
 
 
 def test_a_run_longer_than_the_ttl_keeps_its_lease(database_url: str, pg: psycopg.Connection[Any]) -> None:
-    ttl_s = 1.0
-    with RunningSimulator(SimulatorConfig(courses=6, users=40, latency_ms=40)) as sim:
+    ttl_s = 2.0  # renewed every ttl/3: a keeper held up for more than 1.3 s on a loaded CI machine still keeps it
+    # Every upstream call answers after 1 s, so the run lasts well past two TTLs however fast or slow the machine
+    # is; once the lease has been seen renewed, the latency drops and the run finishes.
+    with RunningSimulator(SimulatorConfig(courses=6, users=40, latency_ms=1000)) as sim:
         settings = make_settings(database_url, sim.base_url, job_lock_ttl_seconds=ttl_s, kvca_max_concurrency=2)
         with Worker(settings, database_url) as w:
             answers: list[Any] = []
@@ -28,11 +30,14 @@ def test_a_run_longer_than_the_ttl_keeps_its_lease(database_url: str, pg: psycop
                     " and now() > locked_at + make_interval(secs => %s)",
                     (3 * ttl_s, 2 * ttl_s),
                 ).fetchone(),
-                timeout_s=30,
+                timeout_s=60,
                 what="the lease to be renewed past two TTLs",
             )
+            running = pg.execute("select count(*) as n from run_log where status = 'RUNNING'").fetchone()
             blocked = w.sync()
-            thread.join(timeout=60)
+            sim.state.set_latency(0)
+            thread.join(timeout=120)
+    assert running == {"n": 1}, "the run was still going when its lease was seen renewed"
     assert blocked.status_code == 409, "a renewed lease must not be taken over"
     assert answers and answers[0].status_code == 200, answers
     statuses = [r["status"] for r in pg.execute("select status from run_log order by id")]

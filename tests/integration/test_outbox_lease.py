@@ -24,6 +24,7 @@ TITLE = "category_303"
 
 
 def consumer_process(database_url: str, fake: RunningFakeSheets, cwd: Path, **env: str) -> subprocess.Popen[bytes]:
+    """`outbox run` in its own process; its output goes to files in `cwd` (an unread pipe could fill and stall it)."""
     environment = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -34,13 +35,25 @@ def consumer_process(database_url: str, fake: RunningFakeSheets, cwd: Path, **en
         "OUTBOX_POLL_INTERVAL_SECONDS": "0.05",
         **env,
     }
-    return subprocess.Popen(
-        [sys.executable, "-m", "enrolment_sync.cli", "outbox", "run", "--only", "sheet"],
-        env=environment,
-        cwd=cwd,  # no stray .env
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    with (cwd / "consumer.out").open("wb") as out, (cwd / "consumer.err").open("wb") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "enrolment_sync.cli", "outbox", "run", "--only", "sheet"],
+            env=environment,
+            cwd=cwd,  # no stray .env
+            stdout=out,
+            stderr=err,
+        )
+
+
+def wait_until_stalled(proc: subprocess.Popen[bytes], fake: RunningFakeSheets, cwd: Path) -> None:
+    """Until the consumer's append has landed and its answer is held; a slow machine may take long to start it."""
+
+    def stalled() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"the consumer exited with {proc.returncode}: {(cwd / 'consumer.err').read_text()}")
+        return fake.state.stalled >= 1
+
+    wait_for(stalled, timeout_s=90, what="the consumer's append to land (its answer held)")
 
 
 @pytest.mark.slow
@@ -51,9 +64,9 @@ def test_a_consumer_killed_mid_batch_leaves_no_duplicate_after_its_lease(
     fake_sheets.state.stall_after("values.append")  # the rows land, the answer never comes back
     proc = consumer_process(database_url, fake_sheets, tmp_path, OUTBOX_LEASE_SECONDS="1")
     try:
-        wait_for(lambda: fake_sheets.state.stalled >= 1, what="the consumer's append to land")
+        wait_until_stalled(proc, fake_sheets, tmp_path)
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
+        proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -71,7 +84,7 @@ def test_a_consumer_killed_mid_batch_leaves_no_duplicate_after_its_lease(
         totals["appended"] += counters.rows_appended
         return totals["done"] == 50
 
-    wait_for(redelivered, timeout_s=20, what="the expired lease to bring the messages back")
+    wait_for(redelivered, timeout_s=60, what="the expired lease to bring the messages back")
     assert totals == {"done": 50, "updated": 50, "appended": 0}
     assert fake_sheets.state.keys(TITLE) == keys  # still one row per learner
     assert pg.execute("select count(*) as n from sheet_outbox where status = 'DONE' and attempts = 2").fetchone() == {
@@ -87,14 +100,14 @@ def test_sigterm_lets_the_batch_in_hand_finish(
     fake_sheets.state.stall_after("values.append")
     proc = consumer_process(database_url, fake_sheets, tmp_path)
     try:
-        wait_for(lambda: fake_sheets.state.stalled >= 1, what="the consumer to be mid-batch")
+        wait_until_stalled(proc, fake_sheets, tmp_path)
         proc.send_signal(signal.SIGTERM)
         fake_sheets.state.release.set()
-        code = proc.wait(timeout=20)
+        code = proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert code == 0, proc.stderr.read() if proc.stderr else ""
+    assert code == 0, (tmp_path / "consumer.err").read_text()
     assert pg.execute("select count(*) as n from sheet_outbox where status = 'DONE' and attempts = 1").fetchone() == {
         "n": 20
     }
@@ -114,9 +127,9 @@ def test_a_stop_while_waiting_for_quota_gives_the_batch_back_untried(
     thread = threading.Thread(target=run_consumers, args=(consumers, settings), kwargs={"once": True, "stop": stop})
     thread.start()
     try:
-        wait_for(lambda: quota.waited_s > 0, what="the consumer to wait for quota")
+        wait_for(lambda: quota.waited_s > 0, timeout_s=60, what="the consumer to wait for quota")
         stop.set()
-        thread.join(timeout=10)
+        thread.join(timeout=60)
         assert not thread.is_alive()
     finally:
         stop.set()
