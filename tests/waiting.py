@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 
-def wait_for(condition: Callable[[], Any], *, timeout_s: float = 20.0, what: str = "condition") -> Any:
+def wait_for(condition: Callable[[], Any], *, timeout_s: float = 60.0, what: str = "condition") -> Any:
     """Poll `condition` until it is truthy (and return it), or fail after the deadline."""
     deadline = time.monotonic() + timeout_s
     while True:

@@ -132,7 +132,7 @@ def test_catch_up_after_a_restart_runs_only_the_latest_missed_slot(
                 pg.execute("select sum((state->>'ticks')::int) as n from scheduler_heartbeat").fetchone()["n"]
                 >= ticks + 3
             ),
-            timeout_s=10,
+            timeout_s=60,
             what="three more ticks",
         )
     finally:

@@ -399,7 +399,7 @@ def test_a_notification_sent_but_never_confirmed_is_announced_as_such_not_as_hel
                 stderr=subprocess.DEVNULL,
             )
             try:
-                wait_for(lambda n=attempt: holding.count() >= n, timeout_s=30, what=f"POST of attempt {attempt}")
+                wait_for(lambda n=attempt: holding.count() >= n, timeout_s=90, what=f"POST of attempt {attempt}")
             finally:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=10)
@@ -411,7 +411,7 @@ def test_a_notification_sent_but_never_confirmed_is_announced_as_such_not_as_hel
 
     wait_for(
         lambda: drain(settings, database_url, only="notify") is not None and bool(receiver.messages()),
-        timeout_s=20,
+        timeout_s=60,
         what="the expired lease to park the notification and its notice to be sent",
     )
 

@@ -66,7 +66,7 @@ def test_two_loops_fire_each_slot_once_and_queued_repeats_coalesce(
             return bool(row and row[0] >= 3)
 
         try:
-            await _eventually(three_slots, timeout_s=15, what="three slots")
+            await _eventually(three_slots, timeout_s=60, what="three slots")
         finally:
             stop.set()
             await asyncio.gather(*tasks)

@@ -139,7 +139,7 @@ def test_an_exhausted_series_raises_one_high_failed_alert(
         ).fetchall()
 
     alerts = wait_for(exhausted, timeout_s=30, what="the exhausted-retry alert")
-    wait_for(lambda: _idle(pg), timeout_s=10, what="the queue to empty")
+    wait_for(lambda: _idle(pg), timeout_s=60, what="the queue to empty")
     runs = _runs(pg)
     assert [(r["trigger_type"], r["error_group"]) for r in runs] == [
         ("MANUAL", "HTTP_5XX"),
@@ -178,7 +178,7 @@ def test_repeated_failures_pause_the_schedules_until_a_manual_success(
         schedule = wait_for(paused, timeout_s=30, what="the schedule to pause itself")
         alert = pg.execute("select * from alert where source_type = 'sync_schedule'").fetchone()
         ticks = _ticks(pg)
-        wait_for(lambda: _ticks(pg) >= ticks + 5, timeout_s=10, what="five more ticks")
+        wait_for(lambda: _ticks(pg) >= ticks + 5, timeout_s=60, what="five more ticks")
         late = pg.execute(
             "select count(*) as n from sync_slot where schedule_id = %s and fired_at > %s",
             (schedule["id"], schedule["paused_at"]),
@@ -191,12 +191,12 @@ def test_repeated_failures_pause_the_schedules_until_a_manual_success(
                 "enabled"
             ]
 
-        wait_for(resumed, timeout_s=10, what="a manual success to resume the schedule")
+        wait_for(resumed, timeout_s=60, what="a manual success to resume the schedule")
         resolved = wait_for(
             lambda: pg.execute("select resolved, resolved_by from alert where id = %s", (alert["id"],)).fetchone()[
                 "resolved"
             ],
-            timeout_s=10,
+            timeout_s=60,
             what="the pause alert to resolve",
         )
     assert schedule["paused_auto"] and "2" in schedule["paused_reason"]
@@ -230,7 +230,7 @@ def test_a_stale_slot_alert_is_resolved_by_the_next_success(
         assert w.sync({"category_id": 303, "trigger_type": "MANUAL"}).status_code == 200
         resolved = wait_for(
             lambda: pg.execute("select resolved_by from alert where id = %s", (stale["id"],)).fetchone()["resolved_by"],
-            timeout_s=10,
+            timeout_s=60,
             what="the STALE alert to resolve",
         )
     assert stale["source_id"] == "enrolment_sync:schedule:1" and stale["severity"] == "high"
@@ -250,7 +250,7 @@ def test_a_pulled_request_waits_for_the_lease_then_fails_as_a_lock_conflict(
         waiting_id = _queue(pg, 303, "MANUAL")
         wait_for(
             lambda: pg.execute("select status from sync_request").fetchone()["status"] == "PROCESSING",
-            timeout_s=10,
+            timeout_s=60,
             what="the request to be claimed",
         )
         assert _runs(pg) == [], "a waiting request logs no conflict while it waits"
@@ -277,7 +277,7 @@ def test_healthz_reports_the_scheduler_heartbeat(
 ) -> None:
     settings = make_settings(database_url, simulator.base_url)
     with _unattended(database_url, simulator) as full, Worker(settings, database_url) as api_only:
-        wait_for(lambda: _ticks(pg) >= 2, timeout_s=10, what="the loop to beat")
+        wait_for(lambda: _ticks(pg) >= 2, timeout_s=60, what="the loop to beat")
         own = httpx.get(f"{full.base_url}/healthz", timeout=10)
         other = httpx.get(f"{api_only.base_url}/healthz", timeout=10)
         _queue(pg, 303)
