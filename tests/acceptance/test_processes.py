@@ -98,11 +98,11 @@ def test_sigkill_mid_run_then_lease_expiry(database_url: str, slow_simulator: An
             first.proc.wait(timeout=30)
             try:
                 blocked = httpx.post(f"{second.url}/jobs/enrolment-sync", json=STEP1, timeout=60)
+                assert blocked.status_code == 409, blocked.text
+                assert "job_lock active" in blocked.json()["error"]
                 dead_run = pg.execute("select id from run_log where status = 'RUNNING'").fetchone()
                 assert dead_run is not None
                 stored_before = pg.execute("select count(*) from source_record").fetchone()[0]
-                assert blocked.status_code == 409, blocked.text
-                assert "job_lock active" in blocked.json()["error"]
 
                 def succeeded() -> httpx.Response | None:
                     answer = httpx.post(f"{second.url}/jobs/enrolment-sync", json=STEP1, timeout=60)
