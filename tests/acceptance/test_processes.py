@@ -35,24 +35,26 @@ def _env(**extra: str) -> dict[str, str]:
 
 class Served:
     def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [*CLI, "serve", "--port", str(self.port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        for _ in range(3):  # another process on this machine may take the free port first: serve then exits
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            self.proc = subprocess.Popen(
+                [*CLI, "serve", "--port", str(self.port)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if wait_for(self._answered, timeout_s=60, what="the worker to answer /healthz") == "healthy":
+                return
+        raise AssertionError(f"the worker exited three times, last with {self.proc.returncode}")
 
-        def healthy() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the worker exited with {self.proc.returncode}")
-            try:
-                return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(healthy, timeout_s=60, what="the worker to answer /healthz")
+    def _answered(self) -> str | None:
+        if self.proc.poll() is not None:
+            return "exited"
+        try:
+            return "healthy" if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200 else None
+        except httpx.HTTPError:
+            return None
 
     def stop(self) -> None:
         if self.proc.poll() is None:
