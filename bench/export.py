@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from enrolment_sync import db
-    from enrolment_sync.runtime import recreate_database
+    from enrolment_sync.testing.databases import recreate_database
 
     args = _parser().parse_args(argv)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
