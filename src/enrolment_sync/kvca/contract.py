@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import UpstreamDataError
@@ -41,6 +42,16 @@ def shown_id(user_id: object) -> str:
 
 def unstorable_field(value: Any, where: str = "") -> str | None:
     """The first field holding a NUL character (Postgres text and jsonb refuse it), keys and nested values too."""
+    try:
+        # one pass in C over the row (orjson writes NUL as \u0000) instead of a Python walk over every field
+        if b"\\u0000" not in orjson.dumps(value):
+            return None
+    except TypeError:
+        pass
+    return _nul_field(value, where)
+
+
+def _nul_field(value: Any, where: str) -> str | None:
     if isinstance(value, str):
         return (where or "value") if "\x00" in value else None
     items: Any = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
@@ -48,7 +59,7 @@ def unstorable_field(value: Any, where: str = "") -> str | None:
         at = f"{where}.{key}" if where else str(key)
         if isinstance(key, str) and "\x00" in key:
             return at
-        found = unstorable_field(item, at)
+        found = _nul_field(item, at)
         if found is not None:
             return found
     return None
