@@ -10,6 +10,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ..clock import Clock, SystemClock
 from ..config import Settings
+from . import history_pages
 from .auth import COOKIE_PATH, ConsoleDisabled, Forbidden, Gate, NotSignedIn
 from .metrics import router as metrics_router
 from .render import page, secure
@@ -30,6 +31,7 @@ def install(app: FastAPI, settings: Settings, *, clock: Clock | None = None) -> 
     app.state.ops_actions = None
     app.include_router(router)
     app.include_router(metrics_router)
+    app.include_router(history_pages.router)
     app.mount(f"{COOKIE_PATH}/static", StaticFiles(packages=[("enrolment_sync.web", "static")]), name="ops-static")
 
     @app.exception_handler(NotSignedIn)

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from . import present
+from . import history_pages, present
 from .actions import Actions, Outcome
 from .auth import COOKIE_PATH, SESSION_COOKIE, Forbidden, Gate, ReadOnly, Viewer, own_origin, safe_next, same_origin
 from .render import page, secure
@@ -175,6 +175,8 @@ async def learners(request: Request, who: Who) -> Response:
     user_id = (q.get("user_id") or "").strip()[:100] or None
     records = await store.records(category_id, search) if category_id else []
     learner = await store.learner(category_id, user_id) if category_id and user_id else None
+    if learner is not None and category_id and user_id:
+        learner["timeline"] = await history_pages.learner_timeline(request, category_id, user_id)
     context: dict[str, Any] = {"cohorts": cohorts, "category_id": category_id, "q": search, "user_id": user_id}
     return page(request, "learners.html", viewer=who, section="learners", records=records, learner=learner, **context)
 
