@@ -86,7 +86,16 @@ def test_an_operator_logs_in_reads_the_demo_run_and_acts(
 
     driver.get(demo.base_url + "/ops/learners?category_id=303&user_id=" + demo.changed_user_id)
     assert "수강취소" in driver.find_element(By.ID, "learner").text
+    timeline = driver.find_element(By.ID, "timeline").text
+    assert "신규(NEW)" in timeline and "변경(CHANGED)" in timeline and "수강취소(CANCELLED)" in timeline
     shoot(driver, screenshots, "learners")
+
+    driver.get(demo.base_url + "/ops/cohorts/303")
+    drawn = (
+        "return Chart.getChart('chart-cohort-counts') ? Chart.getChart('chart-cohort-counts').data.labels.length : 0"
+    )
+    assert wait(driver).until(lambda d: d.execute_script(drawn)) == 30  # the last 30 KST days, drawn
+    shoot(driver, screenshots, "cohort")
 
     dead_letter = pg.execute("select id from alert where alert_type = 'DEAD_LETTER'").fetchone()
     assert dead_letter is not None
