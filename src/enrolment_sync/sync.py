@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -16,16 +16,16 @@ import psycopg
 
 from . import db
 from .alert_policy import is_mass_change
-from .alerts import AlertSpec, changed_alert, mass_change_alert
+from .alerts import changed_alert, mass_change_alert
 from .clock import Clock
 from .errors import UpstreamDataError
-from .failures import Severity
 from .history import history_rows
-from .kvca.adapter import detail_record, status_record
 from .kvca.client import KvcaClient
-from .kvca.contract import MAX_USER_ID_CHARS, RowRejected, dedupe_rows, parse_detail, parse_status_row, shown_id
-from .records import DETAIL, STATUS, Incoming, diff, record_key
+from .records import DETAIL, STATUS, Incoming, diff
 from .store import alerts, records, status_history
+from .sync_fetch import UPSTREAM_DATA, Fetched, Rejected, all_or_first_error, empty_course_list_alert, fetch_course
+
+__all__ = ["UPSTREAM_DATA", "Progress", "Rejected", "SyncEngine", "SyncRequest", "SyncSummary", "TriggerType"]
 
 TriggerType = Literal["MANUAL", "SCHEDULER", "RETRY"]
 MAX_LISTED = 50  # how many skipped/vanished keys a summary lists before it only counts
@@ -98,92 +98,6 @@ class SyncSummary:
         return asdict(self)
 
 
-async def _all_or_first_error(coros: list[Coroutine[Any, Any, Any]]) -> list[Any]:
-    """Run concurrently; on the first failure cancel the rest and raise that failure itself."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(c) for c in coros]
-    except BaseExceptionGroup as eg:
-        raise _first_error(eg) from None
-    return [t.result() for t in tasks]
-
-
-def _first_error(eg: BaseExceptionGroup[Any]) -> BaseException:
-    for exc in eg.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            return _first_error(exc)
-        if not isinstance(exc, asyncio.CancelledError):
-            return exc
-    return eg.exceptions[0]
-
-
-UPSTREAM_DATA = "UPSTREAM_DATA"  # the alert type of an answer the sync would not take as it came
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """One status row or detail skipped, and why."""
-
-    source_type: str
-    category_id: int
-    course_id: int
-    user_id: str | None
-    field: str
-    reason: str
-
-    def alert(self, run_id: int) -> AlertSpec:
-        """Medium: one learner's record is not synced until KVCA fixes it; nothing stored is lost."""
-        user = shown_id(self.user_id) if self.user_id is not None else "?"
-        kind = "상태" if self.source_type == STATUS else "상세"
-        message = (
-            f"수강 데이터 건너뜀 ({kind}): 과정 {self.course_id} · 수강생 {user} · 필드 {self.field}"
-            " — 저장할 수 없는 값이라 이 수강생만 건너뛰고 나머지는 반영했습니다"
-        )
-        detail = {
-            "category_id": self.category_id,
-            "course_id": self.course_id,
-            "user_id": user,
-            "field": self.field,
-            "reason": self.reason,
-            "run_id": run_id,
-        }
-        return AlertSpec(
-            self.source_type, record_key(self.category_id, self.course_id, user), Severity.MEDIUM, message, detail
-        )
-
-    def listed(self) -> dict[str, Any]:
-        user = shown_id(self.user_id) if self.user_id is not None else None
-        return {"source_type": self.source_type, "course_id": self.course_id, "user_id": user, "field": self.field}
-
-
-def empty_course_list_alert(category_id: int, stored: int, *, run_id: int) -> AlertSpec:
-    """High: KVCA answered that a category with stored records has no course at all. The records are left as
-    they are (not marked missing) until a list names courses again; the alert asks someone to look."""
-    message = (
-        f"과정 목록이 비어 있음: 기수 {category_id}의 저장된 수강 기록 {stored}건을"
-        " 누락 처리하지 않고 그대로 두었습니다 — KVCA의 과정 목록을 확인하세요"
-    )
-    detail = {"category_id": category_id, "stored_records": stored, "run_id": run_id}
-    return AlertSpec("course_list", str(category_id), Severity.HIGH, message, detail)
-
-
-def _keyable(user_id: str | None) -> bool:
-    return user_id is not None and "\x00" not in user_id and len(user_id) <= MAX_USER_ID_CHARS
-
-
-@dataclass(frozen=True)
-class _Fetched:
-    category_id: int
-    course_id: int
-    course_name: str | None
-    incoming: list[Incoming]
-    present: set[str] | None
-    status_rows: int
-    details: int
-    skipped: list[str]
-    rejected: list[Rejected]
-
-
 class SyncEngine:
     def __init__(
         self,
@@ -236,7 +150,7 @@ class SyncEngine:
         self.progress("courses", {"category_id": category_id, "courses": len(courses)})
         if not courses and await self._empty_list_left_alone(category_id):
             return
-        await _all_or_first_error([self._course(category_id, course, cap) for course in courses])
+        await all_or_first_error([self._course(category_id, course, cap) for course in courses])
         await self._mark_dropped_courses(category_id, [int(c["id"]) for c in courses])
         await self._guard_mass_change(category_id)
 
@@ -306,54 +220,14 @@ class SyncEngine:
         except (KeyError, TypeError, ValueError) as exc:
             raise UpstreamDataError(f"upstream course of category {category_id} has no valid id: {course!r}") from exc
         async with self.course_slots:
-            fetched = await self._fetch_course(category_id, course_id, course.get("name"), cap)
+            fetched = await fetch_course(self.client, self.summary, category_id, course_id, course.get("name"), cap)
             await self._store_course(fetched)
         self.progress(
             "course_done",
             {"category_id": category_id, "course_id": course_id, "status_rows": fetched.status_rows},
         )
 
-    async def _fetch_course(self, category_id: int, course_id: int, name: str | None, cap: int) -> _Fetched:
-        listed, total_items = await self.client.list_enrolments(course_id, limit=cap)
-        parsed, rejected = [], []
-        for raw in listed:
-            try:
-                parsed.append((raw, parse_status_row(raw, course_id)))
-            except RowRejected as exc:
-                rejected.append(Rejected(STATUS, category_id, course_id, exc.user_id, exc.field, str(exc)))
-        pairs, duplicates = dedupe_rows(parsed)
-        self.summary.duplicate_rows += duplicates
-        raw_rows = [raw for raw, _ in pairs]
-        rows = [row for _, row in pairs]
-        capped = total_items > len(listed)
-        if capped:
-            self.summary.capped_courses.append(
-                {"category_id": category_id, "course_id": course_id, "total_items": total_items, "taken": len(rows)}
-            )
-
-        async def one_detail(user_id: str) -> Incoming | Rejected | None:
-            raw = await self.client.get_enrolment_detail(course_id, user_id)
-            if raw is None:
-                return None
-            try:
-                return detail_record(category_id, raw, parse_detail(raw, course_id, user_id), course_id)
-            except RowRejected as exc:
-                return Rejected(DETAIL, category_id, course_id, user_id, exc.field, str(exc))
-
-        details = await _all_or_first_error([one_detail(row.user_id) for row in rows])
-        incoming = [status_record(category_id, raw, row) for raw, row in zip(raw_rows, rows, strict=True)]
-        skipped = [
-            record_key(category_id, course_id, row.user_id) for row, d in zip(rows, details, strict=True) if d is None
-        ]
-        incoming += [d for d in details if isinstance(d, Incoming)]
-        rejected += [d for d in details if isinstance(d, Rejected)]
-        # a learner whose row was rejected is still listed: what is stored of them must not be marked missing
-        listed_ids = [row.user_id for row in rows] + [r.user_id for r in rejected if _keyable(r.user_id)]
-        present = None if capped else {record_key(category_id, course_id, str(u)) for u in listed_ids}
-        details_done = sum(isinstance(d, Incoming) for d in details)
-        return _Fetched(category_id, course_id, name, incoming, present, len(rows), details_done, skipped, rejected)
-
-    async def _store_course(self, fetched: _Fetched) -> None:
+    async def _store_course(self, fetched: Fetched) -> None:
         now = self.clock.now()
         async with self.db.transaction() as conn:
             if self.fence is not None:
@@ -407,7 +281,7 @@ class SyncEngine:
         s.vanished_count += len(d.vanished)
         s.vanished_records = (s.vanished_records + d.vanished)[:MAX_LISTED]
 
-    def _sheet_rows(self, fetched: _Fetched, new: list[Incoming], changed: list[Incoming]) -> list[dict[str, Any]]:
+    def _sheet_rows(self, fetched: Fetched, new: list[Incoming], changed: list[Incoming]) -> list[dict[str, Any]]:
         """One sheet message per enrolment whose status row or detail is new or changed."""
         touched: dict[str, str] = {}
         for rec in new:
