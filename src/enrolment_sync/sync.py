@@ -220,12 +220,15 @@ class SyncEngine:
         except (KeyError, TypeError, ValueError) as exc:
             raise UpstreamDataError(f"upstream course of category {category_id} has no valid id: {course!r}") from exc
         async with self.course_slots:
-            fetched = await fetch_course(self.client, self.summary, category_id, course_id, course.get("name"), cap)
+            fetched = await self._fetch_course(category_id, course_id, course.get("name"), cap)
             await self._store_course(fetched)
         self.progress(
             "course_done",
             {"category_id": category_id, "course_id": course_id, "status_rows": fetched.status_rows},
         )
+
+    async def _fetch_course(self, category_id: int, course_id: int, name: str | None, cap: int) -> Fetched:
+        return await fetch_course(self.client, self.summary, category_id, course_id, name, cap)
 
     async def _store_course(self, fetched: Fetched) -> None:
         now = self.clock.now()
