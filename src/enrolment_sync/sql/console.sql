@@ -207,7 +207,8 @@ limit %(limit)s;
 
 -- console_alerts_open --
 -- Open alerts, newest first, optionally of one type and severity; keyset-paged by id.
-select id, alert_type, severity, source_type, source_id, message, occurrences, run_id, created_at, last_seen_at
+select id, alert_type, severity, source_type, source_id, message, occurrences, run_id, created_at, last_seen_at,
+       acknowledged_at, acknowledged_by, ack_note, silence_id
 from alert
 where not resolved
   and (%(alert_type)s::text is null or alert_type = %(alert_type)s::text)
@@ -219,7 +220,7 @@ limit %(limit)s;
 -- console_alerts_recent --
 -- Every alert, newest first (resolved ones too); keyset-paged by id.
 select id, alert_type, severity, source_type, source_id, message, occurrences, run_id, created_at, last_seen_at,
-       resolved, resolved_at, resolved_by
+       resolved, resolved_at, resolved_by, acknowledged_at, acknowledged_by, ack_note, silence_id
 from alert
 where (%(before_id)s::bigint is null or id < %(before_id)s::bigint)
 order by id desc

@@ -11,6 +11,7 @@ import structlog
 
 from ..clock import Clock
 from ..scheduler.store import ScheduleNotFound, create_request, pause_schedule, resume_schedule
+from ..alerts import SilenceSpec
 from ..store import alerts
 from ..sync import TriggerType
 from .auth import Viewer
@@ -61,6 +62,43 @@ class Actions:
                 result = Outcome("NOOP", "already_resolved")
             await self.store.record(conn, self._entry(viewer, "resolve_alert", target, result, remote))
         log.info("console resolved alert", actor=viewer.name, alert_id=alert_id, outcome=result.outcome)
+        return result
+
+    async def acknowledge_alert(
+        self, viewer: Viewer, alert_id: int, note: str | None, remote: str | None
+    ) -> Outcome:
+        """Someone is on it: acknowledged_by = console:<name>, with the note; NOOP when resolved or acknowledged."""
+        target = f"alert:{alert_id}"
+        async with self.database.transaction() as conn:
+            by = f"console:{viewer.name}"
+            row = await alerts.acknowledge(conn, alert_id, by=by, note=note, now=self.clock.now())
+            if row is not None:
+                result = Outcome("OK", "acknowledged", {"note": note} if note else {})
+            elif await alerts.get(conn, alert_id) is None:
+                result = Outcome("FAILED", "no_alert", {"reason": "no such alert"})
+            else:
+                result = Outcome("NOOP", "not_acknowledgeable")
+            await self.store.record(conn, self._entry(viewer, "acknowledge_alert", target, result, remote))
+        log.info("console acknowledged alert", actor=viewer.name, alert_id=alert_id, outcome=result.outcome)
+        return result
+
+    async def add_silence(self, viewer: Viewer, spec: SilenceSpec, remote: str | None) -> Outcome:
+        async with self.database.transaction() as conn:
+            row = await alerts.add_silence(conn, spec, by=f"console:{viewer.name}", now=self.clock.now())
+            detail = {k: v for k, v in spec.as_params().items() if k not in ("starts_at", "ends_at")}
+            detail.update(silence_id=row["id"], starts_at=row["starts_at"].isoformat(), ends_at=row["ends_at"].isoformat())
+            result = Outcome("OK", "silence_added", detail)
+            await self.store.record(conn, self._entry(viewer, "add_silence", "silences", result, remote))
+        log.info("console added a silence", actor=viewer.name, silence_id=row["id"])
+        return result
+
+    async def remove_silence(self, viewer: Viewer, silence_id: int, remote: str | None) -> Outcome:
+        async with self.database.transaction() as conn:
+            removed = await alerts.remove_silence(conn, silence_id, by=f"console:{viewer.name}", now=self.clock.now())
+            result = Outcome("OK", "silence_removed") if removed else Outcome("NOOP", "no_silence")
+            result.detail["silence_id"] = silence_id
+            await self.store.record(conn, self._entry(viewer, "remove_silence", "silences", result, remote))
+        log.info("console removed a silence", actor=viewer.name, silence_id=silence_id, outcome=result.outcome)
         return result
 
     async def requeue(self, viewer: Viewer, queue: str, ids: list[int] | None, remote: str | None) -> Outcome:

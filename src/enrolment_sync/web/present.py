@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from ..alerts import ALERT_TYPES as SILENCE_ALERT_TYPES
+from ..alerts import SilenceSpec, parse_kst, silence_spec
+
 # Korea has no daylight saving time: a fixed offset needs no tz database (Windows ships none).
 KST = dt.timezone(dt.timedelta(hours=9), "KST")
 PAGE_SIZE = 50
@@ -240,3 +243,61 @@ def distribution(rows: Sequence[dict[str, Any]], row_key: str, col_key: str = "s
         "columns": list(SEVERITIES),
         "total": sum(sum(c.values()) for c in cells.values()),
     }
+
+
+SILENCE_FIELDS = {
+    "category_id": "기수(category_id)",
+    "alert_type": "유형(alert_type)",
+    "severity": "등급(severity)",
+    "starts_at": "시작(starts_at)",
+    "ends_at": "끝(ends_at)",
+    "comment": "사유(comment)",
+}
+_SPEC_ERRORS = [  # silence_spec's message -> the form field it is about
+    ("alert type", "alert_type"),
+    ("severity", "severity"),
+    ("a silence needs a category", "category_id"),
+    ("start and end", "ends_at"),
+    ("the end", "ends_at"),
+    ("a silence needs a comment", "comment"),
+]
+
+
+class SilenceFormError(ValueError):
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{SILENCE_FIELDS[field]} 이(가) 잘못되었습니다: {reason}")
+        self.field = field
+
+
+def silence_from_form(form: Mapping[str, str], *, now: dt.datetime) -> SilenceSpec:
+    """A silence from the console's form (times typed in KST; start empty = now); SilenceFormError names the field."""
+
+    def text(name: str) -> str | None:
+        return (form.get(name) or "").strip() or None
+
+    category = text("category_id")
+    if category is not None and (not category.isdigit() or int(category) <= 0):
+        raise SilenceFormError("category_id", f"양의 정수여야 합니다 (입력: {category!r})")
+    times: dict[str, dt.datetime] = {"starts_at": now}
+    for name in ("starts_at", "ends_at"):
+        typed = text(name)
+        if typed is None:
+            if name == "ends_at":
+                raise SilenceFormError(name, "끝나는 시각을 입력하세요 (KST)")
+            continue
+        try:
+            times[name] = parse_kst(typed)
+        except ValueError as exc:
+            raise SilenceFormError(name, str(exc)) from None
+    try:
+        return silence_spec(
+            category_id=int(category) if category else None,
+            alert_type=text("alert_type"),
+            severity=text("severity"),
+            starts_at=times["starts_at"],
+            ends_at=times["ends_at"],
+            comment=form.get("comment") or "",
+        )
+    except ValueError as exc:
+        field = next((f for prefix, f in _SPEC_ERRORS if str(exc).startswith(prefix)), "comment")
+        raise SilenceFormError(field, str(exc)) from None

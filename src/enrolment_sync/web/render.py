@@ -28,7 +28,12 @@ SECURITY_HEADERS = {
 NOTICES = {
     "resolved": "알림을 해결 처리했습니다.",
     "already_resolved": "이미 해결된 알림입니다.",
+    "acknowledged": "알림을 확인(ack) 처리했습니다.",
+    "not_acknowledgeable": "이미 해결되었거나 확인된 알림입니다.",
     "no_alert": "그런 알림이 없습니다.",
+    "silence_added": "무음을 추가했습니다.",
+    "silence_removed": "무음을 해제했습니다.",
+    "no_silence": "그런 무음이 없거나 이미 해제되었습니다.",
     "requeued": "보류 메시지를 다시 대기열에 넣었습니다.",
     "nothing_dead": "다시 넣을 보류 메시지가 없습니다.",
     "run_queued": "동기화 요청을 넣었습니다. 곧 새 실행이 목록에 나타납니다.",

@@ -199,6 +199,31 @@ async def schedules(request: Request, who: Who) -> Response:
     return page(request, "schedules.html", viewer=who, section="schedules", refresh_s=_refresh_s(request), **data)
 
 
+@router.get("/silences")
+async def silences(request: Request, who: Who) -> Response:
+    """무음: active, future and recently ended silences; add one or remove one."""
+    return await _silences_page(request, who)
+
+
+async def _silences_page(
+    request: Request, who: Viewer, *, error: str | None = None, form: dict[str, str] | None = None
+) -> Response:
+    now = request.app.state.ops_clock.now()
+    data = await _store(request).silences(now)
+    return page(
+        request,
+        "silences.html",
+        viewer=who,
+        section="silences",
+        status_code=422 if error else 200,
+        error=error,
+        form=form or {},
+        now=now,
+        silence_types=present.SILENCE_ALERT_TYPES,
+        **data,
+    )
+
+
 @router.get("/audit")
 async def audit(request: Request, who: Who) -> Response:
     """감사 기록: every console action, newest first."""
@@ -231,6 +256,44 @@ async def resolve_alert(request: Request, alert_id: int, who: Who, csrf_token: C
     await _allowed(request, who, csrf_token, "resolve_alert", f"alert:{alert_id}")
     result = await _actions(request).resolve_alert(who, alert_id, _remote(request))
     return _answer(who, result, f"{COOKIE_PATH}/alerts/{alert_id}")
+
+
+@router.post("/alerts/{alert_id}/acknowledge")
+async def acknowledge_alert(
+    request: Request,
+    alert_id: int,
+    who: Who,
+    csrf_token: CsrfToken = None,
+    note: Annotated[str, Form()] = "",
+) -> Response:
+    """Acknowledge one open alert (acknowledged_by = console:<name>, with an optional note)."""
+    await _allowed(request, who, csrf_token, "acknowledge_alert", f"alert:{alert_id}")
+    text = " ".join(note.split())[:500] or None
+    result = await _actions(request).acknowledge_alert(who, alert_id, text, _remote(request))
+    return _answer(who, result, f"{COOKIE_PATH}/alerts/{alert_id}")
+
+
+@router.post("/silences")
+async def add_silence(request: Request, who: Who, csrf_token: CsrfToken = None) -> Response:
+    """Add a silence from the form (times in KST); a bad field answers the form again, naming it."""
+    await _allowed(request, who, csrf_token, "add_silence", "silences")
+    form = {k: str(v)[:500] for k, v in (await request.form()).items() if k in present.SILENCE_FIELDS}
+    try:
+        spec = present.silence_from_form(form, now=request.app.state.ops_clock.now())
+    except present.SilenceFormError as exc:
+        if who.by_token:
+            return JSONResponse({"ok": False, "field": exc.field, "error": str(exc)}, status_code=422)
+        return await _silences_page(request, who, error=str(exc), form=form)
+    result = await _actions(request).add_silence(who, spec, _remote(request))
+    return _answer(who, result, f"{COOKIE_PATH}/silences")
+
+
+@router.post("/silences/{silence_id}/remove")
+async def remove_silence(request: Request, silence_id: int, who: Who, csrf_token: CsrfToken = None) -> Response:
+    """End a silence now (kept, marked removed by console:<name>)."""
+    await _allowed(request, who, csrf_token, "remove_silence", "silences")
+    result = await _actions(request).remove_silence(who, silence_id, _remote(request))
+    return _answer(who, result, f"{COOKIE_PATH}/silences")
 
 
 @router.post("/queues/{queue}/requeue")

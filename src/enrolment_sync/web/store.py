@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,7 @@ from psycopg.types.json import Jsonb
 from .. import db
 from ..config import JOB_NAME
 from ..scheduler.store import list_schedules
+from ..store import alerts
 from . import present
 from .present import AlertFilter, Page, RunFilter
 
@@ -155,6 +157,14 @@ class ConsoleStore:
                 ),
                 "requests": await db.fetch_all(conn, "console_requests_open"),
                 "audit": await db.fetch_all(conn, "console_audit_for_target", {"target": "schedules"}),
+            }
+
+    async def silences(self, now: dt.datetime) -> dict[str, Any]:
+        """Silences not removed, current, future and recently ended, with the console's actions on them."""
+        async with self.database.connection() as conn:
+            return {
+                "silences": await alerts.silences(conn, now=now, include_ended=True),
+                "audit": await db.fetch_all(conn, "console_audit_for_target", {"target": "silences"}),
             }
 
     async def audit(self, before_id: int | None) -> Page:
