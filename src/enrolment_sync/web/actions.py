@@ -9,9 +9,9 @@ from typing import Any
 
 import structlog
 
+from ..alerts import SilenceSpec
 from ..clock import Clock
 from ..scheduler.store import ScheduleNotFound, create_request, pause_schedule, resume_schedule
-from ..alerts import SilenceSpec
 from ..store import alerts
 from ..sync import TriggerType
 from .auth import Viewer
@@ -64,9 +64,7 @@ class Actions:
         log.info("console resolved alert", actor=viewer.name, alert_id=alert_id, outcome=result.outcome)
         return result
 
-    async def acknowledge_alert(
-        self, viewer: Viewer, alert_id: int, note: str | None, remote: str | None
-    ) -> Outcome:
+    async def acknowledge_alert(self, viewer: Viewer, alert_id: int, note: str | None, remote: str | None) -> Outcome:
         """Someone is on it: acknowledged_by = console:<name>, with the note; NOOP when resolved or acknowledged."""
         target = f"alert:{alert_id}"
         async with self.database.transaction() as conn:
@@ -86,7 +84,9 @@ class Actions:
         async with self.database.transaction() as conn:
             row = await alerts.add_silence(conn, spec, by=f"console:{viewer.name}", now=self.clock.now())
             detail = {k: v for k, v in spec.as_params().items() if k not in ("starts_at", "ends_at")}
-            detail.update(silence_id=row["id"], starts_at=row["starts_at"].isoformat(), ends_at=row["ends_at"].isoformat())
+            detail.update(
+                silence_id=row["id"], starts_at=row["starts_at"].isoformat(), ends_at=row["ends_at"].isoformat()
+            )
             result = Outcome("OK", "silence_added", detail)
             await self.store.record(conn, self._entry(viewer, "add_silence", "silences", result, remote))
         log.info("console added a silence", actor=viewer.name, silence_id=row["id"])

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from ..alerts import ALERT_TYPES as SILENCE_ALERT_TYPES
+from .. import alerts as alert_rules
 from ..alerts import SilenceSpec, parse_kst, silence_spec
 
 # Korea has no daylight saving time: a fixed offset needs no tz database (Windows ships none).
@@ -245,6 +245,7 @@ def distribution(rows: Sequence[dict[str, Any]], row_key: str, col_key: str = "s
     }
 
 
+SILENCE_ALERT_TYPES = alert_rules.ALERT_TYPES  # a silence's types (the table's check); UPSTREAM_DATA is not one
 SILENCE_FIELDS = {
     "category_id": "기수(category_id)",
     "alert_type": "유형(alert_type)",
